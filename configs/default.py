@@ -1,0 +1,52 @@
+"""Shared defaults for every experiment; each configs/<family>_<data>.py updates them."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Returns the defaults every config starts from."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.method = ""
+
+    config.data = ml_collections.ConfigDict()
+    # "digits", a toy 2-D name ("ring8", "moons", ...), or "tfds:<name>".
+    config.data.name = "digits"
+    config.data.data_dir = ""           # tfds data_dir; "" = tfds default
+    config.data.value_range = (0.0, 1.0)  # images are scaled into this range
+    config.data.dequantize = "none"     # "none" | "uniform"
+    config.data.binarize = "none"       # "none" | "threshold" | "stochastic"
+    config.data.classes = ()            # keep only these labels; () = all
+    config.data.batch_size = 128
+    config.data.eval_batch_size = 256
+    config.data.val_fraction = 0.1      # tfds datasets without a validation split
+    config.data.num_train = 20000       # toy 2-D datasets: examples per split
+    config.data.num_eval = 5000
+
+    config.model = ml_collections.ConfigDict()
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "adam"          # "adam" | "adamw" | "sgd" | "rmsprop"
+    config.optim.learning_rate = 1e-3
+    config.optim.schedule = "constant"  # "constant" | "cosine"
+    config.optim.warmup_steps = 0
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.weight_decay = 0.0
+    config.optim.grad_clip = 0.0        # global-norm clip; 0 = off
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 1000
+    config.train.log_every = 50
+    config.train.eval_every = 500       # validation metrics + sample grid
+    config.train.checkpoint_every = 500
+    config.train.keep_checkpoints = 3
+    config.train.ema_decay = 0.0        # 0 = no EMA parameters
+    config.train.nonfinite = "raise"    # "raise" | "skip" the update
+    config.train.num_grid_samples = 64
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.num_samples = 1000      # samples drawn by --mode=eval
+    config.eval.max_batches = 0         # validation batches per eval; 0 = whole split
+    config.eval.log_prob_samples = 1000  # importance samples where log_prob is a bound
+    return config

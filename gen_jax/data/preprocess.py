@@ -1,0 +1,85 @@
+"""Raw examples -> model inputs: scaling, dequantization, binarization.
+
+Images arrive as integer levels 0..L-1 (L = 17 for digits, 256 for 8-bit
+images). The likelihood scale of a dataset is always that discrete data:
+continuous models see uniformly dequantized data and report a bound on the
+discrete log-likelihood (Theis et al., 2016, "A note on the evaluation of
+generative models"), see :func:`discrete_log_prob_offset`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+import numpy as np
+
+from gen_jax.data.sources import DataInfo
+from gen_jax.errors import ConfigError
+
+
+def check_data_config(info: DataInfo, data: ml_collections.ConfigDict) -> None:
+    """Rejects preprocessing options that do not apply to this dataset."""
+    if info.kind == "vector" and (data.dequantize != "none" or data.binarize != "none"):
+        raise ConfigError(f"{info.name!r} is continuous 2-D data: data.dequantize and "
+                          "data.binarize must be 'none'")
+
+
+def preprocess(x_raw: np.ndarray, info: DataInfo, data: ml_collections.ConfigDict,
+               rng: np.random.Generator | None) -> np.ndarray:
+    """Maps raw examples to float32 model inputs.
+
+    Args:
+      x_raw: a batch of raw examples (integer levels for images).
+      info: the dataset's DataInfo.
+      data: the ``config.data`` section.
+      rng: randomness for dequantization / stochastic binarization; required
+        when either is configured.
+
+    Returns:
+      float32 array; images in ``data.value_range`` (binarized: its two ends).
+    """
+    if info.kind == "vector":
+        return np.asarray(x_raw, np.float32)
+    levels = info.num_levels
+    x = np.asarray(x_raw, np.float32)
+    if x.size and (x.min() < 0 or x.max() > levels - 1):
+        raise ConfigError(f"{info.name!r} pixels outside 0..{levels - 1}")
+    needs_rng = data.dequantize == "uniform" or data.binarize == "stochastic"
+    if needs_rng and rng is None:
+        raise ValueError("random preprocessing needs an rng")
+    if data.binarize == "threshold":
+        x01 = (x / (levels - 1) > 0.5).astype(np.float32)
+    elif data.binarize == "stochastic":
+        x01 = (rng.random(x.shape, dtype=np.float32) < x / (levels - 1)).astype(np.float32)
+    elif data.dequantize == "uniform":
+        x01 = (x + rng.random(x.shape, dtype=np.float32)) / levels
+    else:
+        x01 = x / (levels - 1)
+    lo, hi = data.value_range
+    return (lo + (hi - lo) * x01).astype(np.float32)
+
+
+def discrete_log_prob_offset(info: DataInfo, data: ml_collections.ConfigDict) -> float | None:
+    """What to add to a continuous log-density of a preprocessed example to get
+    a lower bound on the log-probability of the discrete example (nats).
+
+    With y = lo + (hi - lo) (x + u) / L and u ~ U[0, 1)^D,
+    log P(x) >= E_u[log p(y)] + D log((hi - lo) / L).
+
+    Returns:
+      The offset, 0.0 for continuous vector data, and None where no continuous
+      density gives a discrete likelihood (images without dequantization, or
+      binarized images, which need a discrete model).
+    """
+    if info.kind == "vector":
+        return 0.0
+    if data.binarize != "none" or data.dequantize != "uniform":
+        return None
+    lo, hi = data.value_range
+    return info.dim * math.log((hi - lo) / info.num_levels)
+
+
+def bits_per_dim(nats_per_example, dim: int):
+    """Nats per example -> bits per dimension."""
+    return nats_per_example / (dim * math.log(2.0))

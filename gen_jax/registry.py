@@ -1,0 +1,81 @@
+"""The Method contract and the name -> Method registry.
+
+Every model family is reached through one protocol, so the runtime (train loop,
+checkpointing, sharding, CLI, evaluation) is written once. See DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import jax
+import ml_collections
+
+from gen_jax.errors import ConfigError
+
+# Family packages whose import registers their Methods. A new family adds itself here.
+_FAMILY_MODULES = ("gen_jax.autoencoders",)
+
+_FACTORIES: dict[str, Callable[[ml_collections.ConfigDict], "Method"]] = {}
+
+
+@runtime_checkable
+class Method(Protocol):
+    """What every family provides. All four functions are pure: the runtime jits them.
+
+    Optional, where the family supports it: ``log_prob(state, x, rng)`` (nats per
+    example on the data's discrete scale, exact or a bound), ``encode``,
+    ``decode``, ``reconstruct(state, x, rng)``, ``anomaly_score``.
+    """
+
+    config: ml_collections.ConfigDict
+
+    def init(self, rng: jax.Array, example_batch: dict) -> Any:
+        """Returns a fresh TrainState for this batch structure."""
+
+    def train_step(self, state: Any, batch: dict, rng: jax.Array) -> tuple[Any, dict]:
+        """One outer iteration: (new state, scalar metrics incl. 'loss')."""
+
+    def eval_step(self, state: Any, batch: dict, rng: jax.Array) -> dict:
+        """Scalar metrics on one batch (averaged over its examples)."""
+
+    def sample(self, state: Any, rng: jax.Array, num: int, **kw: Any) -> jax.Array:
+        """``num`` samples in the data's value range (NHWC images or (N, D) vectors)."""
+
+
+def register(name: str) -> Callable:
+    """Decorator registering ``factory(config) -> Method`` under ``name``."""
+
+    def wrap(factory: Callable) -> Callable:
+        if name in _FACTORIES and _FACTORIES[name] is not factory:
+            raise ValueError(f"method {name!r} is registered twice")
+        _FACTORIES[name] = factory
+        return factory
+
+    return wrap
+
+
+def _import_families() -> None:
+    for module in _FAMILY_MODULES:
+        importlib.import_module(module)
+
+
+def available() -> list[str]:
+    """Names of all registered Methods."""
+    _import_families()
+    return sorted(_FACTORIES)
+
+
+def build(config: ml_collections.ConfigDict) -> Method:
+    """Returns the Method named by ``config.method``, built from ``config``.
+
+    Raises:
+      ConfigError: unknown method name (the message lists the known ones), or a
+        family's own check of its config failed.
+    """
+    _import_families()
+    name = config.method
+    if name not in _FACTORIES:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(sorted(_FACTORIES))}")
+    return _FACTORIES[name](config)
