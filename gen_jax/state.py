@@ -42,7 +42,9 @@ class TrainState(struct.PyTreeNode):
         params = optax.apply_updates(self.params, updates)
         ema = self.ema_params
         if ema is not None:
-            d = self.ema_decay
+            # Warm-up of the decay (as in TF's ExponentialMovingAverage with
+            # num_updates) so short runs are not dominated by the initialisation.
+            d = jnp.minimum(self.ema_decay, (1.0 + self.step) / (10.0 + self.step))
             ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
         return self.replace(
             step=self.step + 1, params=params, opt_state=opt_state, ema_params=ema,

@@ -244,11 +244,7 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
     pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start
 
-    def flush(step: int) -> None:
-        nonlocal pending, tick, tick_step
-        if not pending:
-            return
-        fetched = jax.device_get([m for _, m in pending])
+    def check(fetched: list[dict]) -> list[int]:
         bad = [s for (s, _), m in zip(pending, fetched) if not bool(m["finite"])]
         if bad and t.nonfinite == "raise":
             last = ckpt.latest_step()
@@ -256,6 +252,14 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
                 f"non-finite loss at step {bad[0]} (the update was not applied); last good "
                 f"checkpoint: {'none' if last is None else f'step {last} in {ckpt.directory}'}."
                 " Lower optim.learning_rate, set optim.grad_clip, or train.nonfinite='skip'")
+        return bad
+
+    def flush(step: int) -> None:
+        nonlocal pending, tick, tick_step
+        if not pending:
+            return
+        fetched = jax.device_get([m for _, m in pending])
+        bad = check(fetched)
         good = [m for m in fetched if bool(m["finite"])]
         means = {k: float(np.mean([m[k] for m in good])) for k in good[0] if k != "finite"} if good else {}
         now = time.perf_counter()
@@ -277,7 +281,7 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
                 if step % t.log_every == 0 or step == t.num_steps:
                     flush(step)
                 if t.checkpoint_every and step % t.checkpoint_every == 0:
-                    flush(step)
+                    check(jax.device_get([m for _, m in pending]))  # never save after a NaN
                     ckpt.save(step, state, iterator.get_state(), config)
                 if t.eval_every and step % t.eval_every == 0 and step < t.num_steps:
                     writer.write(step, "val", evaluate_split(run, state, "val", step))

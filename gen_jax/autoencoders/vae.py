@@ -44,15 +44,16 @@ class VAENet(nn.Module):
 
     def setup(self):
         c_out = self.data_shape[-1]
+        two_outputs = self.decoder == "gaussian" and self.decoder_std == "network"
         if self.arch == "conv":
             self.enc = ConvEncoder(self.channels, self.hidden[0], 2 * self.latent_dim,
                                    self.activation)
-            n_out = 2 * c_out if self.decoder_std == "network" else c_out
+            n_out = 2 * c_out if two_outputs else c_out
             self.dec = ConvDecoder(tuple(self.data_shape[:2]), tuple(reversed(self.channels)),
                                    self.hidden[0], n_out, self.upsample, self.activation)
         else:
             dim = math.prod(self.data_shape)
-            n_out = 2 * dim if self.decoder_std == "network" else dim
+            n_out = 2 * dim if two_outputs else dim
             self.enc = MLP((*self.hidden, 2 * self.latent_dim), self.activation)
             self.dec = MLP((*reversed(self.hidden), n_out), self.activation)
         if self.decoder == "gaussian" and self.decoder_std == "learned":

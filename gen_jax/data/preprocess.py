@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from gen_jax.data.sources import DataInfo
-from gen_jax.errors import ConfigError
+from gen_jax.errors import ConfigError, DataError
 
 
 def check_data_config(info: DataInfo, data: ml_collections.ConfigDict) -> None:
@@ -44,7 +44,7 @@ def preprocess(x_raw: np.ndarray, info: DataInfo, data: ml_collections.ConfigDic
     levels = info.num_levels
     x = np.asarray(x_raw, np.float32)
     if x.size and (x.min() < 0 or x.max() > levels - 1):
-        raise ConfigError(f"{info.name!r} pixels outside 0..{levels - 1}")
+        raise DataError(f"{info.name!r} pixels outside 0..{levels - 1}")
     needs_rng = data.dequantize == "uniform" or data.binarize == "stochastic"
     if needs_rng and rng is None:
         raise ValueError("random preprocessing needs an rng")

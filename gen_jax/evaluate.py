@@ -1,0 +1,147 @@
+"""The sample, eval and bench modes: everything that reads a trained workdir.
+
+Public: :func:`sample_to_file`, :func:`evaluate`, :func:`benchmark`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from gen_jax import data as data_lib
+from gen_jax import parallel
+from gen_jax.train import Run, _guarded_step, draw_samples, evaluate_split, restore_run, setup
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Writes through a temporary file, so a failure never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def sample_to_file(config: ml_collections.ConfigDict | None, workdir: str | Path, num: int,
+                   out: str | Path, seed: int = 0) -> Path:
+    """Writes ``num`` float32 samples (NHWC images or (N, D) vectors, in the data's
+    value range) from the latest checkpoint to ``out`` (.npy); EMA params where kept.
+
+    Returns:
+      The path written.
+    """
+    if num <= 0:
+        raise ValueError(f"--num must be positive, got {num}")
+    run = setup(config, workdir)
+    state, _ = restore_run(run)
+    samples = draw_samples(run, state, num, jax.random.fold_in(run.keys["sample"], seed))
+    out = Path(out)
+    if out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")
+    _atomic_write(out, lambda p: np.save(open(p, "wb"), samples))
+    return out
+
+
+def _log_prob_fn(run: Run, num_samples: int):
+    fn = run.method.log_prob
+    if "num_samples" in inspect.signature(fn).parameters:
+        fn = lambda s, x, r, _f=fn: _f(s, x, r, num_samples=num_samples)  # noqa: E731
+    rep, data = parallel.replicated(run.mesh), parallel.batch_sharding(run.mesh)
+    return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=data)
+
+
+def test_log_prob(run: Run, state: Any, split: str = "test", num_samples: int | None = None) -> dict:
+    """Mean log_prob (nats per example, and bits/dim) over a whole split."""
+    k = num_samples or run.config.eval.log_prob_samples
+    fn = _log_prob_fn(run, k)
+    values = []
+    for i, batch in enumerate(data_lib.make_eval_batches(run.config, split, run.mesh.devices.size)):
+        rng = jax.random.fold_in(run.keys["eval"], 10_000 + i)
+        values.append(np.asarray(fn(state, parallel.shard_batch({"x": batch["x"]}, run.mesh)["x"],
+                                    rng)))
+    lp = np.concatenate(values)
+    nats = float(lp.mean())
+    return {"log_prob_nats": nats, "nll_bpd": -nats / (run.info.dim * math.log(2.0)),
+            "stderr_nats": float(lp.std(ddof=1) / math.sqrt(len(lp))), "num_examples": len(lp),
+            "importance_samples": k}
+
+
+def evaluate(config: ml_collections.ConfigDict | None, workdir: str | Path) -> dict:
+    """Evaluates the latest checkpoint on the test split; writes ``workdir/eval.json``.
+
+    Reports the Method's ``eval_step`` metrics, its ``log_prob`` (where it has one;
+    a bound for latent-variable models, with ``eval.log_prob_samples`` importance
+    samples) and the time to draw ``eval.num_samples`` samples.
+    """
+    run = setup(config, workdir)
+    state, step = restore_run(run)
+    result: dict[str, Any] = {"method": run.config.method, "data": run.info.name, "step": step,
+                              "test": evaluate_split(run, state, "test", step)}
+    if hasattr(run.method, "log_prob"):
+        result["test_log_prob"] = test_log_prob(run, state)
+    n = run.config.eval.num_samples
+    if n:
+        rng = jax.random.fold_in(run.keys["sample"], 123_456)
+        draw_samples(run, state, n, rng)  # compile
+        t0 = time.perf_counter()
+        samples = draw_samples(run, state, n, jax.random.fold_in(rng, 1))
+        dt = time.perf_counter() - t0
+        result["sampling"] = {"num_samples": n, "seconds": dt, "samples_per_sec": n / dt,
+                              "finite": bool(np.isfinite(samples).all())}
+    if jax.process_index() == 0:
+        _atomic_write(Path(workdir) / "eval.json",
+                      lambda p: Path(p).write_text(json.dumps(result, indent=2)))
+    return result
+
+
+def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
+              num_steps: int = 20) -> dict:
+    """Times the compiled train step and sampler on this machine; writes ``bench.json``.
+
+    Uses the workdir's latest checkpoint when there is one, else a fresh init.
+    """
+    run = setup(config, workdir)
+    batch = parallel.shard_batch(next(data_lib.make_train_iterator(run.config, run.config.seed)),
+                                 run.mesh)
+    try:
+        state, _ = restore_run(run)
+    except Exception:  # noqa: BLE001 - benchmarking an untrained model is fine
+        state = jax.jit(run.method.init, out_shardings=parallel.replicated(run.mesh))(
+            run.keys["init"], batch)
+    step_fn = parallel.jit_train_step(_guarded_step(run.method), run.mesh)
+    compiled = step_fn.lower(state, batch, run.keys["train"]).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    state, m = step_fn(state, batch, run.keys["train"])
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for i in range(num_steps):
+        state, m = step_fn(state, batch, jax.random.fold_in(run.keys["train"], i))
+    jax.block_until_ready((state, m))
+    step_time = (time.perf_counter() - t0) / num_steps
+    n = run.config.train.num_grid_samples
+    draw_samples(run, state, n, run.keys["sample"])
+    t0 = time.perf_counter()
+    draw_samples(run, state, n, jax.random.fold_in(run.keys["sample"], 1))
+    sample_time = time.perf_counter() - t0
+    result = {"method": run.config.method, "data": run.info.name,
+              "devices": [str(d) for d in jax.devices()],
+              "batch_size": run.config.data.batch_size, "train_step_ms": 1000 * step_time,
+              "train_examples_per_sec": run.config.data.batch_size / step_time,
+              "train_step_flops": flops, "sample_batch": n, "sample_ms": 1000 * sample_time}
+    if jax.process_index() == 0:
+        _atomic_write(Path(workdir) / "bench.json",
+                      lambda p: Path(p).write_text(json.dumps(result, indent=2)))
+    return result
+
+
+__all__ = ["benchmark", "evaluate", "sample_to_file", "test_log_prob"]
