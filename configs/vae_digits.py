@@ -20,9 +20,9 @@ def get_config():
     config.data.batch_size = 128
 
     config.model.arch = "conv"
-    config.model.latent_dim = 16
-    config.model.channels = (32, 64)
-    config.model.hidden = (256,)
+    config.model.latent_dim = 8
+    config.model.channels = (16, 32)   # 8 -> 4 -> 2
+    config.model.hidden = (128,)
     config.model.decoder = "gaussian"
     config.model.decoder_std = "network"
     config.model.fixed_std = 0.1
@@ -33,10 +33,10 @@ def get_config():
     config.optim.learning_rate = 2e-3
     config.optim.schedule = "cosine"
     config.optim.warmup_steps = 100
-    config.train.num_steps = 3000
+    config.train.num_steps = 2000
     config.train.log_every = 50
-    config.train.eval_every = 1000
-    config.train.checkpoint_every = 1000
+    config.train.eval_every = 500
+    config.train.checkpoint_every = 500
     config.train.ema_decay = 0.999
 
     return config

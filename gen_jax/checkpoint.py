@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -143,9 +142,3 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
-
-def abstract_like(tree: Any) -> Any:
-    """``jax.ShapeDtypeStruct`` leaves (with shardings) for restoring into."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        tree)

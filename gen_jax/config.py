@@ -65,19 +65,7 @@ def apply_overrides(
     config = ml_collections.ConfigDict(config.to_dict())
     config.lock()
     for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for i, part in enumerate(parents):
-            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-                where = ".".join(parents[:i]) or "the config"
-                raise ConfigError(
-                    f"unknown config key {dotted!r}: {where} has no section {part!r}; "
-                    f"valid keys there: {_valid_keys(node)}")
-            node = node[part]
-        if leaf not in node:
-            where = ".".join(parents) or "the config"
-            raise ConfigError(
-                f"unknown config key {dotted!r}; valid keys in {where}: {_valid_keys(node)}")
+        node, leaf = resolve_key(config, dotted)
         if isinstance(value, list):
             value = tuple(value)
         try:
@@ -85,6 +73,26 @@ def apply_overrides(
         except (TypeError, ValueError) as e:
             raise ConfigError(f"wrong type for config key {dotted!r}: {e}") from None
     return config
+
+
+def resolve_key(config: ml_collections.ConfigDict, dotted: str) -> tuple[ml_collections.ConfigDict, str]:
+    """The section holding a dotted key, and the key's last part.
+
+    Raises:
+      ConfigError: the key does not exist; the message lists the valid keys there.
+    """
+    *parents, leaf = dotted.split(".")
+    node = config
+    for i, part in enumerate(parents):
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            where = ".".join(parents[:i]) or "the config"
+            raise ConfigError(f"unknown config key {dotted!r}: {where} has no section {part!r}; "
+                              f"valid keys there: {_valid_keys(node)}")
+        node = node[part]
+    if leaf not in node:
+        where = ".".join(parents) or "the config"
+        raise ConfigError(f"unknown config key {dotted!r}; valid keys in {where}: {_valid_keys(node)}")
+    return node, leaf
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -5,7 +5,6 @@ Public: :func:`sample_to_file`, :func:`evaluate`, :func:`benchmark`.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -19,7 +18,7 @@ import numpy as np
 
 from gen_jax import data as data_lib
 from gen_jax import parallel
-from gen_jax.train import Run, _guarded_step, draw_samples, evaluate_split, restore_run, setup
+from gen_jax.train import Run, _guarded_step, draw_samples, evaluate_split, log_prob_fn, restore_run, setup
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -50,18 +49,10 @@ def sample_to_file(config: ml_collections.ConfigDict | None, workdir: str | Path
     return out
 
 
-def _log_prob_fn(run: Run, num_samples: int):
-    fn = run.method.log_prob
-    if "num_samples" in inspect.signature(fn).parameters:
-        fn = lambda s, x, r, _f=fn: _f(s, x, r, num_samples=num_samples)  # noqa: E731
-    rep, data = parallel.replicated(run.mesh), parallel.batch_sharding(run.mesh)
-    return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=data)
-
-
 def test_log_prob(run: Run, state: Any, split: str = "test", num_samples: int | None = None) -> dict:
     """Mean log_prob (nats per example, and bits/dim) over a whole split."""
     k = num_samples or run.config.eval.log_prob_samples
-    fn = _log_prob_fn(run, k)
+    fn = log_prob_fn(run, k)
     values = []
     for i, batch in enumerate(data_lib.make_eval_batches(run.config, split, run.mesh.devices.size)):
         rng = jax.random.fold_in(run.keys["eval"], 10_000 + i)

@@ -84,9 +84,43 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
 
 
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl parsing, after checking ``--config.KEY`` overrides against the config
+    file, so an unknown key is one clear line listing the valid keys."""
+    from gen_jax.config import resolve_key
+    from gen_jax.errors import GenJaxError
+
+    keys = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    path = _config_path(argv[1:])
+    if keys and path:
+        try:
+            from gen_jax.config import load_config
+
+            config = load_config(path)
+            for key in keys:
+                resolve_key(config, key)
+        except GenJaxError as e:
+            print(f"gen_jax: error: {e.__class__.__name__}: {e}", file=sys.stderr)
+            sys.exit(2)
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"gen_jax: error: bad flag: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run() -> None:
     """Console entry point."""
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ the validation split, and writes metrics, sample grids and plots.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import logging
 import signal
 import time
@@ -23,7 +25,7 @@ import numpy as np
 
 from gen_jax import data as data_lib
 from gen_jax import parallel, registry, viz
-from gen_jax.checkpoint import Checkpointer, abstract_like
+from gen_jax.checkpoint import Checkpointer
 from gen_jax.config import config_from_json, config_to_json, validate_config
 from gen_jax.errors import CheckpointError, NonFiniteError
 from gen_jax.writers import MetricWriter
@@ -63,7 +65,7 @@ def setup(config: ml_collections.ConfigDict | None, workdir: str | Path) -> Run:
     parallel.check_batch_size(config.data.batch_size, mesh)
     parallel.check_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
     names = ("init", "train", "eval", "sample")
-    keys = dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names))))
+    keys = dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names)), strict=True))
     return Run(config, Path(workdir), method, mesh, data_lib.dataset_info(config.data), keys)
 
 
@@ -154,6 +156,16 @@ def draw_samples(run: Run, state: Any, num: int, rng: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(fn(state, rng)), np.float32)
 
 
+def log_prob_fn(run: Run, num_samples: int):
+    """The Method's ``log_prob(state, x, rng)`` compiled over the mesh, with
+    ``num_samples`` importance samples where the Method takes that option."""
+    fn = run.method.log_prob
+    if "num_samples" in inspect.signature(fn).parameters:
+        fn = functools.partial(fn, num_samples=num_samples)
+    rep, data = parallel.replicated(run.mesh), parallel.batch_sharding(run.mesh)
+    return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=data)
+
+
 def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
     """Sample grid (and reconstructions) or 2-D scatter/density, and loss curves."""
     if jax.process_index() != 0:
@@ -174,7 +186,7 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
         viz.save_scatter_2d(out / f"step_{step:06d}.png", samples, data=ref[:2000],
                             title=f"{run.config.method} samples, step {step}")
         if final and hasattr(run.method, "log_prob"):
-            lp = jax.jit(run.method.log_prob)
+            lp = log_prob_fn(run, run.config.eval.log_prob_samples)
             viz.save_density_2d(out / "density.png",
                                 lambda pts: np.asarray(lp(state, jnp.asarray(pts), rng)),
                                 resolution=100, data=ref, title=f"{run.config.method} density")
@@ -216,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       The final TrainState (or the state at a SIGTERM, after saving it).
     """
     run = setup(config, workdir)
-    config, workdir, mesh = run.config, run.workdir, run.mesh
+    config, workdir = run.config, run.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     iterator = data_lib.make_train_iterator(config, config.seed, jax.process_index(),
                                             jax.process_count())
@@ -245,7 +257,7 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
     tick, tick_step = time.perf_counter(), start
 
     def check(fetched: list[dict]) -> list[int]:
-        bad = [s for (s, _), m in zip(pending, fetched) if not bool(m["finite"])]
+        bad = [s for (s, _), m in zip(pending, fetched, strict=True) if not bool(m["finite"])]
         if bad and t.nonfinite == "raise":
             last = ckpt.latest_step()
             raise NonFiniteError(

@@ -45,7 +45,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     # "Killed" after step 3: the run stops with the step-3 checkpoint only.
     train.train_and_evaluate(tiny_vae_config(**{"train.num_steps": 3}), tmp_path / "cut")
     resumed = train.train_and_evaluate(cfg, tmp_path / "cut")
-    for a, b in zip(_params(full), _params(resumed)):
+    for a, b in zip(_params(full), _params(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(jax.tree.leaves(jax.device_get(full.opt_state))[1],
                                   jax.tree.leaves(jax.device_get(resumed.opt_state))[1])
@@ -58,7 +58,7 @@ def test_restore_sample_and_eval_from_a_workdir(tmp_path):
     cfg = tiny_vae_config()
     state = train.train_and_evaluate(cfg, tmp_path)
     restored = train.restore(None, tmp_path)  # config read from the workdir
-    for a, b in zip(_params(state), _params(restored)):
+    for a, b in zip(_params(state), _params(restored), strict=True):
         np.testing.assert_array_equal(a, b)
     out = evaluate.sample_to_file(None, tmp_path, 10, tmp_path / "s.npy")
     s = np.load(out)

@@ -10,8 +10,7 @@ import ml_collections
 import numpy as np
 
 from gen_jax.data.iterator import BatchIterator, eval_batches
-from gen_jax.data.preprocess import (bits_per_dim, check_data_config, discrete_log_prob_offset,
-                                     preprocess)
+from gen_jax.data.preprocess import bits_per_dim, check_data_config, discrete_log_prob_offset, preprocess
 from gen_jax.data.sources import SPLITS, DataInfo, dataset_info, get_source, known_datasets
 
 __all__ = ["BatchIterator", "DataInfo", "SPLITS", "bits_per_dim", "dataset_info",

@@ -1,0 +1,116 @@
+"""The command line, run as a user would: train, sample, eval, errors, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import PYTHON, REPO, TINY_VAE, subprocess_env, tiny_vae_config
+
+from gen_jax import train
+
+
+def _flag(key, value):
+    if isinstance(value, tuple):
+        value = "(" + ",".join(map(str, value)) + ("," if len(value) == 1 else "") + ")"
+    return f"--config.{key}={value}"
+
+
+def _cli(workdir, *extra, overrides=None, config=True):
+    args = [PYTHON, "-m", "gen_jax", f"--workdir={workdir}"]
+    if config:
+        args.append("--config=configs/vae_digits.py")
+        args += [_flag(k, v) for k, v in {**TINY_VAE, **(overrides or {})}.items()]
+    return args + list(extra)
+
+
+def _run(args, timeout=240):
+    return subprocess.run(args, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_train_then_sample_and_eval_without_config(tmp_path):
+    proc = _run(_cli(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "trained to step 6" in proc.stdout
+    out = tmp_path / "x.npy"
+    proc = _run(_cli(tmp_path, "--mode=sample", "--num=7", f"--out={out}", config=False))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = np.load(out)
+    assert s.shape == (7, 8, 8, 1) and s.dtype == np.float32 and 0 <= s.min() <= s.max() <= 1
+    proc = _run(_cli(tmp_path, "--mode=eval", config=False))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["step"] == 6
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--config.train.nonexistent=1"], "valid keys in train: checkpoint_every"),
+    (["--config.nosection.key=1"], "has no section 'nosection'"),
+    (["--config.data.name=mnist2"], "unknown dataset 'mnist2'; known datasets: digits"),
+    (["--config.method=gan9"], "unknown method 'gan9'; known methods: vae"),
+    (["--config.train.num_steps=abc"], "num_steps"),
+])
+def test_bad_input_fails_fast_with_a_clear_message(tmp_path, extra, message):
+    proc = _run(_cli(tmp_path, *extra))
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sample_without_a_checkpoint_says_so(tmp_path):
+    proc = _run(_cli(tmp_path, "--mode=sample"))
+    assert proc.returncode == 2
+    assert "no checkpoint" in proc.stderr and "train first" in proc.stderr
+
+
+# -- kill and resume ----------------------------------------------------------
+
+_LONG = {"train.num_steps": 300, "train.log_every": 5, "train.checkpoint_every": 25}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    state = train.train_and_evaluate(tiny_vae_config(**_LONG), tmp_path_factory.mktemp("full"))
+    return jax.tree.leaves(jax.device_get(state.params))
+
+
+def _wait_for(predicate, proc, timeout=120):
+    start = time.time()
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() - start < timeout, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_run_resumes_to_the_same_parameters(tmp_path, uninterrupted, sig):
+    args = _cli(tmp_path, overrides=_LONG)
+    proc = subprocess.Popen(args, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    # Kill mid-way, after the first periodic checkpoint is finalized (orbax renames
+    # its temporary directory to the step number last).
+    _wait_for(lambda: (tmp_path / "checkpoints" / "25").exists()
+              and metrics.read_text().count("\n") >= 7, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    steps = train.Checkpointer(tmp_path).steps()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0, err[-2000:]
+        stopped = re.search(r"SIGTERM at step (\d+)", err)
+        assert stopped and int(stopped.group(1)) == steps[-1]  # saved where it stopped
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert steps and steps[-1] < 300, steps
+    proc = _run(args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"resumed from step {steps[-1]}" in proc.stderr
+    resumed = jax.tree.leaves(jax.device_get(train.restore(None, tmp_path).params))
+    for a, b in zip(uninterrupted, resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
