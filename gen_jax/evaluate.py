@@ -94,7 +94,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | Path) -> d
 
 
 def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
-              num_steps: int = 20) -> dict:
+              repeats: int = 20) -> dict:
     """Times the compiled train step and sampler on this machine; writes ``bench.json``.
 
     Uses the workdir's latest checkpoint when there is one, else a fresh init.
@@ -115,10 +115,10 @@ def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
     state, m = step_fn(state, batch, run.keys["train"])
     jax.block_until_ready(m)
     t0 = time.perf_counter()
-    for i in range(num_steps):
+    for i in range(repeats):
         state, m = step_fn(state, batch, jax.random.fold_in(run.keys["train"], i))
     jax.block_until_ready((state, m))
-    step_time = (time.perf_counter() - t0) / num_steps
+    step_time = (time.perf_counter() - t0) / repeats
     n = run.config.train.num_grid_samples
     draw_samples(run, state, n, run.keys["sample"])
     t0 = time.perf_counter()

@@ -41,8 +41,9 @@ def test_corrupt_latest_falls_back_to_previous_with_a_warning(trained, tmp_path,
     assert int(restored.step) == 3
     assert "trying the previous one" in caplog.text
     # Step 3's parameters, not step 4's.
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(state.params)),
-                                                          jax.tree.leaves(jax.device_get(restored.params)), strict=True))
+    latest = jax.tree.leaves(jax.device_get(state.params))
+    previous = jax.tree.leaves(jax.device_get(restored.params))
+    assert not all(np.array_equal(a, b) for a, b in zip(latest, previous, strict=True))
 
 
 def test_all_unreadable_is_a_checkpoint_error(trained, tmp_path):

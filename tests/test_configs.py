@@ -12,6 +12,7 @@ from conftest import CONFIGS
 from gen_jax import load_config, train
 from gen_jax.config import config_from_json, config_to_json
 from gen_jax.data import get_source, load_split
+from gen_jax.data.tfds_source import TfdsSource
 from gen_jax.errors import ConfigError, DataError
 
 ALL_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.py") if p.name != "default.py")
@@ -46,6 +47,7 @@ def test_tfds_source_reads_mock_mnist_as_256_level_images():
     cfg = load_config(CONFIGS / "vae_mnist.py")
     with tfds.testing.mock_data(num_examples=50):
         train_src, val_src = get_source(cfg.data, "train"), get_source(cfg.data, "val")
+        assert isinstance(get_source(cfg.data, "test"), TfdsSource)
         assert (len(train_src), len(val_src)) == (45, 5)  # val = last 10% of train
         info = train_src.info
         assert (info.shape, info.num_levels, info.num_classes) == ((28, 28, 1), 256, 10)

@@ -63,6 +63,12 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, extra, message):
     assert "Traceback" not in proc.stderr
 
 
+def test_default_config_is_the_digits_vae():
+    from gen_jax.main import DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG == REPO / "configs" / "vae_digits.py" and DEFAULT_CONFIG.exists()
+
+
 def test_sample_without_a_checkpoint_says_so(tmp_path):
     proc = _run(_cli(tmp_path, "--mode=sample"))
     assert proc.returncode == 2

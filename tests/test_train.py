@@ -115,3 +115,10 @@ def test_non_finite_loss_skip_mode_drops_only_that_update(tmp_path, nan_method):
     assert all(np.isfinite(p).all() for p in _params(state))
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["skipped_updates"] for r in records if r["split"] == "train"] == [0, 1, 0]
+
+
+def test_bench_mode_times_the_compiled_step(tmp_path):
+    result = evaluate.benchmark(tiny_vae_config(), tmp_path, repeats=2)
+    assert result["train_step_ms"] > 0 and result["sample_ms"] > 0
+    assert result["train_step_flops"] > 1e5  # XLA's cost analysis of the whole step
+    assert json.loads((tmp_path / "bench.json").read_text())["batch_size"] == 32

@@ -130,3 +130,21 @@ def test_batch_larger_than_dataset_is_a_config_error():
     cfg = _digits_cfg(**{"data.batch_size": 4096})
     with pytest.raises(ConfigError, match="exceeds"):
         BatchIterator(get_source(cfg.data, "train"), 4096, 0, lambda x, r: x)
+
+
+def test_eval_batches_cover_the_split_in_order_cut_to_the_device_multiple():
+    from gen_jax.data import sources
+    from gen_jax.data.iterator import eval_batches
+
+    cfg = _digits_cfg()
+    src = get_source(cfg.data, "test")
+    assert len(src) == sources.DIGITS_SPLIT["test"]
+    prep = lambda x, rng: x.astype(np.float32)  # noqa: E731
+    sizes = [len(b["x"]) for b in eval_batches(src, 100, 0, prep)]
+    assert sizes == [100, 100, 100, 60]
+    sizes = [len(b["x"]) for b in eval_batches(src, 96, 0, prep, multiple_of=8)]
+    assert sizes == [96, 96, 96, 72]  # 360 = 3 * 96 + 72: nothing dropped
+    sizes = [len(b["x"]) for b in eval_batches(src, 100, 0, prep, multiple_of=8)]
+    assert sizes == [96, 96, 96, 56]  # each batch cut to a multiple of 8
+    first = next(eval_batches(src, 100, 0, prep))
+    np.testing.assert_array_equal(first["x"], src.get(np.arange(100))[0])
