@@ -18,6 +18,7 @@ import numpy as np
 
 from gen_jax import data as data_lib
 from gen_jax import parallel
+from gen_jax.checkpoint import Checkpointer
 from gen_jax.train import Run, _guarded_step, draw_samples, evaluate_split, log_prob_fn, restore_run, setup
 
 
@@ -102,11 +103,14 @@ def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
     run = setup(config, workdir)
     batch = parallel.shard_batch(next(data_lib.make_train_iterator(run.config, run.config.seed)),
                                  run.mesh)
-    try:
-        state, _ = restore_run(run)
-    except Exception:  # noqa: BLE001 - benchmarking an untrained model is fine
+    ckpt = Checkpointer(run.workdir)
+    untrained = ckpt.latest_step() is None
+    ckpt.close()
+    if untrained:  # an untrained model times the same
         state = jax.jit(run.method.init, out_shardings=parallel.replicated(run.mesh))(
             run.keys["init"], batch)
+    else:
+        state, _ = restore_run(run)
     step_fn = parallel.jit_train_step(_guarded_step(run.method), run.mesh)
     compiled = step_fn.lower(state, batch, run.keys["train"]).compile()
     cost = compiled.cost_analysis()

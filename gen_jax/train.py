@@ -172,7 +172,10 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
         return
     out = run.workdir / "samples"
     rng = jax.random.fold_in(run.keys["sample"], step)
-    samples = draw_samples(run, state, run.config.train.num_grid_samples, rng)
+    num = run.config.train.num_grid_samples
+    if run.info.kind != "image":
+        num = max(num, 1000)  # a 2-D scatter needs more points than an image grid
+    samples = draw_samples(run, state, num, rng)
     if run.info.kind == "image":
         vr = tuple(run.config.data.value_range)
         viz.save_image_grid(out / f"step_{step:06d}.png", samples, value_range=vr)
@@ -191,7 +194,10 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
                                 lambda pts: np.asarray(lp(state, jnp.asarray(pts), rng)),
                                 resolution=100, data=ref, title=f"{run.config.method} density")
     records = viz.read_metrics_jsonl(run.workdir / "metrics.jsonl")
-    viz.save_loss_curves(run.workdir / "loss_curves.png", records,
+    bookkeeping = {"step", "split", "num_examples", "skipped_updates"}
+    keys = sorted({k for r in records for k, v in r.items()
+                   if k not in bookkeeping and isinstance(v, (int, float))})
+    viz.save_loss_curves(run.workdir / "loss_curves.png", records, keys=keys,
                          title=f"{run.config.method} on {run.info.name}")
 
 

@@ -84,3 +84,11 @@ def test_load_config_overrides_and_errors():
         load_config(CONFIGS / "nope.py")
     with pytest.raises(ConfigError, match="nonfinite"):
         load_config(CONFIGS / "vae_digits.py", **{"train.nonfinite": "ignore"})
+
+
+def test_public_api_is_reachable_from_a_plain_import():
+    import gen_jax
+
+    assert callable(gen_jax.registry.build) and callable(gen_jax.train.train_and_evaluate)
+    assert callable(gen_jax.train.restore) and callable(gen_jax.data.load_split)
+    assert callable(gen_jax.load_config) and "vae" in gen_jax.registry.available()

@@ -177,9 +177,16 @@ class VAE:
     def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
         return self._metrics(self._terms(state.eval_params, batch["x"], rng))
 
-    def sample(self, state: TrainState, rng: jax.Array, num: int, mean: bool = True,
+    def sample(self, state: TrainState, rng: jax.Array, num: int, mean: bool | None = None,
                temperature: float = 1.0) -> jax.Array:
-        """Decodes z ~ N(0, temperature^2 I); the decoder mean unless ``mean=False``."""
+        """Decodes z ~ N(0, temperature^2 I).
+
+        ``mean=True`` returns the decoder mean E[x|z] (the convention for image
+        grids), ``mean=False`` a draw x ~ p(x|z); None = the mean for images and
+        a draw for vector data, where the mean alone would lie on a curve.
+        """
+        if mean is None:
+            mean = self.info.kind == "image"
         rz, rx = jax.random.split(rng)
         z = temperature * jax.random.normal(rz, (num, self.config.model.latent_dim))
         return self._decode(state.eval_params, z, rx if not mean else None)
