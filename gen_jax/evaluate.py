@@ -19,7 +19,7 @@ import numpy as np
 from gen_jax import data as data_lib
 from gen_jax import parallel
 from gen_jax.checkpoint import Checkpointer
-from gen_jax.train import Run, _guarded_step, draw_samples, evaluate_split, log_prob_fn, restore_run, setup
+from gen_jax.train import Run, draw_samples, evaluate_split, guarded_step, log_prob_fn, restore_run, setup
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -46,17 +46,21 @@ def sample_to_file(config: ml_collections.ConfigDict | None, workdir: str | Path
     out = Path(out)
     if out.suffix != ".npy":
         out = out.with_name(out.name + ".npy")
-    _atomic_write(out, lambda p: np.save(open(p, "wb"), samples))
+    def write(path: Path) -> None:
+        with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
+            np.save(f, samples)
+
+    _atomic_write(out, write)
     return out
 
 
-def test_log_prob(run: Run, state: Any, split: str = "test", num_samples: int | None = None) -> dict:
+def split_log_prob(run: Run, state: Any, split: str = "test", num_samples: int | None = None) -> dict:
     """Mean log_prob (nats per example, and bits/dim) over a whole split."""
     k = num_samples or run.config.eval.log_prob_samples
     fn = log_prob_fn(run, k)
     values = []
     for i, batch in enumerate(data_lib.make_eval_batches(run.config, split, run.mesh.devices.size)):
-        rng = jax.random.fold_in(run.keys["eval"], 10_000 + i)
+        rng = jax.random.fold_in(run.keys["log_prob"], i)
         values.append(np.asarray(fn(state, parallel.shard_batch({"x": batch["x"]}, run.mesh)["x"],
                                     rng)))
     lp = np.concatenate(values)
@@ -78,13 +82,13 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | Path) -> d
     result: dict[str, Any] = {"method": run.config.method, "data": run.info.name, "step": step,
                               "test": evaluate_split(run, state, "test", step)}
     if hasattr(run.method, "log_prob"):
-        result["test_log_prob"] = test_log_prob(run, state)
+        result["test_log_prob"] = split_log_prob(run, state)
     n = run.config.eval.num_samples
     if n:
-        rng = jax.random.fold_in(run.keys["sample"], 123_456)
-        draw_samples(run, state, n, rng)  # compile
+        r_compile, r_timed = jax.random.split(run.keys["bench"])
+        draw_samples(run, state, n, r_compile)  # compile
         t0 = time.perf_counter()
-        samples = draw_samples(run, state, n, jax.random.fold_in(rng, 1))
+        samples = draw_samples(run, state, n, r_timed)
         dt = time.perf_counter() - t0
         result["sampling"] = {"num_samples": n, "seconds": dt, "samples_per_sec": n / dt,
                               "finite": bool(np.isfinite(samples).all())}
@@ -111,22 +115,23 @@ def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
             run.keys["init"], batch)
     else:
         state, _ = restore_run(run)
-    step_fn = parallel.jit_train_step(_guarded_step(run.method), run.mesh)
-    compiled = step_fn.lower(state, batch, run.keys["train"]).compile()
+    r_steps, r_compile, r_timed = jax.random.split(run.keys["bench"], 3)
+    step_fn = parallel.jit_train_step(guarded_step(run.method), run.mesh)
+    compiled = step_fn.lower(state, batch, r_steps).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-    state, m = step_fn(state, batch, run.keys["train"])
+    state, m = compiled(state, batch, jax.random.fold_in(r_steps, 0))  # warm-up
     jax.block_until_ready(m)
     t0 = time.perf_counter()
-    for i in range(repeats):
-        state, m = step_fn(state, batch, jax.random.fold_in(run.keys["train"], i))
+    for i in range(1, repeats + 1):
+        state, m = compiled(state, batch, jax.random.fold_in(r_steps, i))
     jax.block_until_ready((state, m))
     step_time = (time.perf_counter() - t0) / repeats
     n = run.config.train.num_grid_samples
-    draw_samples(run, state, n, run.keys["sample"])
+    draw_samples(run, state, n, r_compile)
     t0 = time.perf_counter()
-    draw_samples(run, state, n, jax.random.fold_in(run.keys["sample"], 1))
+    draw_samples(run, state, n, r_timed)
     sample_time = time.perf_counter() - t0
     result = {"method": run.config.method, "data": run.info.name,
               "devices": [str(d) for d in jax.devices()],
@@ -139,4 +144,4 @@ def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
     return result
 
 
-__all__ = ["benchmark", "evaluate", "sample_to_file", "test_log_prob"]
+__all__ = ["benchmark", "evaluate", "sample_to_file", "split_log_prob"]

@@ -43,6 +43,14 @@ class Run:
     mesh: jax.sharding.Mesh
     info: data_lib.DataInfo
     keys: dict[str, jax.Array]
+    compiled: dict = dataclasses.field(default_factory=dict)
+
+    def jitted(self, key: Any, build) -> Any:
+        """``build()``'s jitted function, made once per Run (jit caches by function
+        identity, and bound methods and lambdas are new objects on every call)."""
+        if key not in self.compiled:
+            self.compiled[key] = build()
+        return self.compiled[key]
 
 
 def workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
@@ -64,7 +72,8 @@ def setup(config: ml_collections.ConfigDict | None, workdir: str | Path) -> Run:
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.data.batch_size, mesh)
     parallel.check_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
-    names = ("init", "train", "eval", "sample")
+    # One key per purpose; every use below derives from its own key with fold_in.
+    names = ("init", "train", "eval", "log_prob", "sample", "figures", "bench")
     keys = dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names)), strict=True))
     return Run(config, Path(workdir), method, mesh, data_lib.dataset_info(config.data), keys)
 
@@ -115,7 +124,7 @@ def restore_run(run: Run, step: int | None = None) -> tuple[Any, int]:
     return state, restored_step
 
 
-def _guarded_step(method: Any):
+def guarded_step(method: Any):
     """The Method's step, with a non-finite loss turning the update into a no-op.
 
     The step counter still advances (so keys and batches move on); the host
@@ -134,7 +143,7 @@ def _guarded_step(method: Any):
 
 def evaluate_split(run: Run, state: Any, split: str, step: int) -> dict:
     """Example-weighted means of ``eval_step`` over a split."""
-    eval_step = parallel.jit_eval_step(run.method.eval_step, run.mesh)
+    eval_step = run.jitted("eval_step", lambda: parallel.jit_eval_step(run.method.eval_step, run.mesh))
     totals: dict[str, float] = {}
     count = 0
     batches = data_lib.make_eval_batches(run.config, split, run.mesh.devices.size,
@@ -151,19 +160,23 @@ def evaluate_split(run: Run, state: Any, split: str, step: int) -> dict:
 
 def draw_samples(run: Run, state: Any, num: int, rng: jax.Array) -> np.ndarray:
     """``num`` samples from one compiled call of the Method's ``sample``."""
-    fn = jax.jit(lambda s, r: run.method.sample(s, r, num),
-                 out_shardings=parallel.replicated(run.mesh))
+    fn = run.jitted(("sample", num), lambda: jax.jit(
+        lambda s, r: run.method.sample(s, r, num), out_shardings=parallel.replicated(run.mesh)))
     return np.asarray(jax.device_get(fn(state, rng)), np.float32)
 
 
 def log_prob_fn(run: Run, num_samples: int):
     """The Method's ``log_prob(state, x, rng)`` compiled over the mesh, with
     ``num_samples`` importance samples where the Method takes that option."""
-    fn = run.method.log_prob
-    if "num_samples" in inspect.signature(fn).parameters:
-        fn = functools.partial(fn, num_samples=num_samples)
-    rep, data = parallel.replicated(run.mesh), parallel.batch_sharding(run.mesh)
-    return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=data)
+
+    def build():
+        fn = run.method.log_prob
+        if "num_samples" in inspect.signature(fn).parameters:
+            fn = functools.partial(fn, num_samples=num_samples)
+        rep, data = parallel.replicated(run.mesh), parallel.batch_sharding(run.mesh)
+        return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=data)
+
+    return run.jitted(("log_prob", num_samples), build)
 
 
 def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
@@ -171,17 +184,18 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
     if jax.process_index() != 0:
         return
     out = run.workdir / "samples"
-    rng = jax.random.fold_in(run.keys["sample"], step)
+    r_sample, r_recon, r_density = jax.random.split(jax.random.fold_in(run.keys["figures"], step), 3)
     num = run.config.train.num_grid_samples
     if run.info.kind != "image":
         num = max(num, 1000)  # a 2-D scatter needs more points than an image grid
-    samples = draw_samples(run, state, num, rng)
+    samples = draw_samples(run, state, num, r_sample)
     if run.info.kind == "image":
         vr = tuple(run.config.data.value_range)
         viz.save_image_grid(out / f"step_{step:06d}.png", samples, value_range=vr)
         if hasattr(run.method, "reconstruct"):
             x = next(data_lib.make_eval_batches(run.config, "val"))["x"][:32]
-            recon = np.asarray(jax.jit(run.method.reconstruct)(state, x, rng))
+            recon = np.asarray(run.jitted("reconstruct", lambda: jax.jit(run.method.reconstruct))(
+                state, x, r_recon))
             pairs = np.stack([x, recon], 1).reshape(-1, *x.shape[1:])  # original, recon, ...
             viz.save_image_grid(out / f"recon_step_{step:06d}.png", pairs, nrow=8, value_range=vr)
     else:
@@ -191,7 +205,7 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
         if final and hasattr(run.method, "log_prob"):
             lp = log_prob_fn(run, run.config.eval.log_prob_samples)
             viz.save_density_2d(out / "density.png",
-                                lambda pts: np.asarray(lp(state, jnp.asarray(pts), rng)),
+                                lambda pts: np.asarray(lp(state, jnp.asarray(pts), r_density)),
                                 resolution=100, data=ref, title=f"{run.config.method} density")
     records = viz.read_metrics_jsonl(run.workdir / "metrics.jsonl")
     bookkeeping = {"step", "split", "num_examples", "skipped_updates"}
@@ -257,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any:
     config, t = run.config, run.config.train
-    step_fn = parallel.jit_train_step(_guarded_step(run.method), run.mesh)
+    step_fn = parallel.jit_train_step(guarded_step(run.method), run.mesh)
     writer = MetricWriter(run.workdir, t.num_steps, start)
     pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start

@@ -124,6 +124,9 @@ def test_load_split_is_deterministic_and_toy_data_is_vectors():
     assert not np.allclose(xt[:500], x)  # splits are different draws
     with pytest.raises(ConfigError, match="continuous"):
         load_split(_digits_cfg(**{"data.name": "moons"}), "val")  # dequantize on 2-D data
+    from gen_jax.data.preprocess import check_data_config
+
+    check_data_config(get_source(toy.data, "val").info, toy.data)  # no error: nothing to undo
 
 
 def test_batch_larger_than_dataset_is_a_config_error():

@@ -1,0 +1,59 @@
+"""Train-step time of the conv VAE for each decoder upsampling mode, in one process.
+
+    python experiments/upsample_bench.py [--config configs/vae_digits.py] [--batch 128]
+
+Prints ms/step for "pixel_shuffle", "resize" and "transpose" and the ratio to
+pixel_shuffle. Rounds are interleaved so machine load affects all modes alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+import gen_jax
+from gen_jax import registry
+from gen_jax.data import load_split
+from gen_jax.nn.conv import UPSAMPLE_MODES
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/vae_digits.py")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    steps = {}
+    for mode in UPSAMPLE_MODES:
+        config = gen_jax.load_config(args.config, **{"model.upsample": mode,
+                                                     "data.batch_size": args.batch})
+        method = registry.build(config)
+        x, _ = load_split(config, "train")
+        batch = {"x": x[:args.batch]}
+        state = jax.jit(method.init)(jax.random.key(0), batch)
+        fn = jax.jit(method.train_step, donate_argnums=0)
+        state, m = fn(state, batch, jax.random.key(1))  # compile
+        jax.block_until_ready(m)
+        steps[mode] = [fn, state, batch, []]
+    for _ in range(args.rounds):
+        for entry in steps.values():
+            fn, state, batch, times = entry
+            t0 = time.perf_counter()
+            for i in range(args.steps):
+                state, m = fn(state, batch, jax.random.key(i))
+            jax.block_until_ready((state, m))
+            times.append((time.perf_counter() - t0) / args.steps)
+            entry[1] = state
+    base = np.median(steps["pixel_shuffle"][3])
+    print(f"{'mode':15s} {'ms/step':>8s} {'ratio':>6s}   ({jax.devices()[0].platform}, batch {args.batch})")
+    for mode, (_, _, _, times) in steps.items():
+        med = np.median(times)
+        print(f"{mode:15s} {1000 * med:8.2f} {med / base:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
