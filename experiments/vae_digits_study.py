@@ -22,8 +22,10 @@ VARIANTS = {
                                      "model.hidden": (256,)},
     "latent16_ch32-64_std-learned": {"model.latent_dim": 16, "model.channels": (32, 64),
                                      "model.hidden": (256,), "model.decoder_std": "learned"},
-    "latent8_ch16-32_std-network": {},  # the default
+    "latent8_ch16-32_std-network": {"model.upsample": "pixel_shuffle"},
     "latent8_ch16-32_std-learned": {"model.decoder_std": "learned"},
+    "latent8_ch16-32_std-network_resize": {"model.upsample": "resize"},
+    "latent8_ch16-32_std-network_transpose": {"model.upsample": "transpose"},
 }
 
 
