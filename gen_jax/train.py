@@ -165,18 +165,29 @@ def draw_samples(run: Run, state: Any, num: int, rng: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(fn(state, rng)), np.float32)
 
 
+def _with_num_samples(fn, num_samples: int):
+    """``fn`` with ``num_samples=`` bound where the Method's log_prob takes it."""
+    if "num_samples" in inspect.signature(fn).parameters:
+        return functools.partial(fn, num_samples=num_samples)
+    return fn
+
+
 def log_prob_fn(run: Run, num_samples: int):
     """The Method's ``log_prob(state, x, rng)`` compiled over the mesh, with
     ``num_samples`` importance samples where the Method takes that option."""
 
     def build():
-        fn = run.method.log_prob
-        if "num_samples" in inspect.signature(fn).parameters:
-            fn = functools.partial(fn, num_samples=num_samples)
         rep, data = parallel.replicated(run.mesh), parallel.batch_sharding(run.mesh)
-        return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=data)
+        return jax.jit(_with_num_samples(run.method.log_prob, num_samples),
+                       in_shardings=(rep, data, rep), out_shardings=data)
 
     return run.jitted(("log_prob", num_samples), build)
+
+
+def _local(tree: Any) -> Any:
+    """This process's copy of a replicated pytree: figures are drawn by process 0
+    alone, so they must not run collectives over the global mesh."""
+    return jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, tree)
 
 
 def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
@@ -184,28 +195,31 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
     if jax.process_index() != 0:
         return
     out = run.workdir / "samples"
+    local = _local(state)
     r_sample, r_recon, r_density = jax.random.split(jax.random.fold_in(run.keys["figures"], step), 3)
     num = run.config.train.num_grid_samples
     if run.info.kind != "image":
         num = max(num, 1000)  # a 2-D scatter needs more points than an image grid
-    samples = draw_samples(run, state, num, r_sample)
+    sample = run.jitted(("figure_sample", num),
+                        lambda: jax.jit(lambda s, r: run.method.sample(s, r, num)))
+    samples = np.asarray(sample(local, r_sample), np.float32)
     if run.info.kind == "image":
         vr = tuple(run.config.data.value_range)
         viz.save_image_grid(out / f"step_{step:06d}.png", samples, value_range=vr)
         if hasattr(run.method, "reconstruct"):
             x = next(data_lib.make_eval_batches(run.config, "val"))["x"][:32]
-            recon = np.asarray(run.jitted("reconstruct", lambda: jax.jit(run.method.reconstruct))(
-                state, x, r_recon))
-            pairs = np.stack([x, recon], 1).reshape(-1, *x.shape[1:])  # original, recon, ...
-            viz.save_image_grid(out / f"recon_step_{step:06d}.png", pairs, nrow=8, value_range=vr)
+            recon = run.jitted("figure_recon", lambda: jax.jit(run.method.reconstruct))
+            pairs = np.stack([x, np.asarray(recon(local, x, r_recon))], 1)  # original, recon, ...
+            viz.save_image_grid(out / f"recon_step_{step:06d}.png", pairs.reshape(-1, *x.shape[1:]),
+                                nrow=8, value_range=vr)
     else:
         ref, _ = data_lib.load_split(run.config, "val")
         viz.save_scatter_2d(out / f"step_{step:06d}.png", samples, data=ref[:2000],
                             title=f"{run.config.method} samples, step {step}")
         if final and hasattr(run.method, "log_prob"):
-            lp = log_prob_fn(run, run.config.eval.log_prob_samples)
+            lp = jax.jit(_with_num_samples(run.method.log_prob, run.config.eval.log_prob_samples))
             viz.save_density_2d(out / "density.png",
-                                lambda pts: np.asarray(lp(state, jnp.asarray(pts), r_density)),
+                                lambda pts: np.asarray(lp(local, jnp.asarray(pts), r_density)),
                                 resolution=100, data=ref, title=f"{run.config.method} density")
     records = viz.read_metrics_jsonl(run.workdir / "metrics.jsonl")
     bookkeeping = {"step", "split", "num_examples", "skipped_updates"}
