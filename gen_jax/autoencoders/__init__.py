@@ -1,6 +1,7 @@
-"""Autoencoder family: VAE (this issue); AE, DAE, MAE and VQ-VAE join later.
+"""Autoencoder family: VAE, AE / DAE / SAE and MAE; VQ-VAE joins later.
 
-Importing this package registers its Methods.
+Importing this package registers its Methods: "ae", "dae", "sae" (ae.py),
+"mae" (mae.py) and "vae" (vae.py).
 """
 
-from gen_jax.autoencoders import vae  # noqa: F401  (registers "vae")
+from gen_jax.autoencoders import ae, mae, vae  # noqa: F401

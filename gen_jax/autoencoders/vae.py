@@ -140,9 +140,7 @@ class VAE:
 
     def init(self, rng: jax.Array, example_batch: dict) -> TrainState:
         x = jnp.asarray(example_batch["x"])
-        if tuple(x.shape[1:]) != tuple(self.info.shape):
-            raise ConfigError(f"batch examples have shape {x.shape[1:]}, the model expects "
-                              f"{self.info.shape}")
+        self.info.check_batch(x)
         params = self.net.init(rng, x, method=lambda mod, x: mod.decode(mod.encode(x)[0]))["params"]
         return TrainState.create(params, self.tx, self.config.train.ema_decay)
 
@@ -222,6 +220,31 @@ class VAE:
         keys = jax.random.split(rng, num_samples // chunk)
         lse, _ = jax.lax.scan(body, jnp.full((b,), -jnp.inf), keys)
         return lse - math.log(num_samples) + self.offset
+
+    def anomaly_score(self, state: TrainState, x: jax.Array, rng: jax.Array, kind: str = "nelbo",
+                      num_samples: int = 16) -> jax.Array:
+        """Negative log-likelihood bound per example (nats, discrete data scale); higher = more anomalous.
+
+        Args:
+          state: the TrainState (EMA parameters where kept).
+          x: (N, ...) examples.
+          rng: key of the posterior samples.
+          kind: "nelbo", the negative ELBO averaged over ``num_samples``
+            single-sample estimates; or "iwae", minus :meth:`log_prob` with
+            K = ``num_samples`` (a tighter bound).
+          num_samples: posterior samples per example.
+
+        Returns:
+          (N,) scores.
+        """
+        if kind == "iwae":
+            return -self.log_prob(state, x, rng, num_samples=num_samples,
+                                  chunk_size=min(num_samples, 100))
+        if kind != "nelbo":
+            raise ValueError(f"kind must be 'nelbo' or 'iwae', got {kind!r}")
+        terms = jax.vmap(lambda key: self._terms(state.eval_params, x, key))(
+            jax.random.split(rng, num_samples))
+        return jnp.mean(terms["recon"] + terms["kl"], axis=0) - self.offset
 
     def encode(self, state: TrainState, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """q(z|x) as (mean, logvar)."""

@@ -47,6 +47,12 @@ class DataInfo:
     def dim(self) -> int:
         return int(np.prod(self.shape))
 
+    def check_batch(self, x) -> None:
+        """A DataError unless ``x`` is a batch of examples of this dataset's shape."""
+        if tuple(x.shape[1:]) != tuple(self.shape):
+            raise DataError(f"batch examples have shape {tuple(x.shape[1:])}, but {self.name!r} "
+                            f"examples (and the model built for them) have shape {self.shape}")
+
 
 class ArraySource:
     """An in-memory split: ``get(indices) -> (x_raw, y_or_None)``."""

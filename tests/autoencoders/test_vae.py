@@ -14,7 +14,7 @@ from scipy import stats
 from gen_jax import load_config, registry
 from gen_jax.autoencoders.vae import VAENet, bernoulli_log_prob, gaussian_kl, gaussian_log_prob
 from gen_jax.data import load_split
-from gen_jax.errors import ConfigError
+from gen_jax.errors import ConfigError, DataError
 
 
 def _train(method, config, steps, seed=0):
@@ -184,5 +184,5 @@ def test_bad_model_configs_raise_config_error(overrides, match):
 
 def test_wrong_image_shape_is_a_clear_error():
     vae = registry.build(tiny_vae_config())
-    with pytest.raises(ConfigError, match="shape"):
+    with pytest.raises(DataError, match=r"shape \(28, 28, 1\), but 'digits' examples"):
         vae.init(jax.random.key(0), {"x": np.zeros((4, 28, 28, 1), np.float32)})
