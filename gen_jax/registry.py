@@ -15,7 +15,7 @@ import ml_collections
 from gen_jax.errors import ConfigError
 
 # Family packages whose import registers their Methods. A new family adds itself here.
-_FAMILY_MODULES = ("gen_jax.autoencoders",)
+_FAMILY_MODULES = ("gen_jax.autoencoders", "gen_jax.classical")
 
 _FACTORIES: dict[str, Callable[[ml_collections.ConfigDict], "Method"]] = {}
 
