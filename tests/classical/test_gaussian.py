@@ -13,7 +13,8 @@ from conftest import CONFIGS
 from scipy.stats import multivariate_normal
 
 from gen_jax import load_config, registry
-from gen_jax.classical import fit_gaussian, gaussian_log_prob, gaussian_sample
+from gen_jax.classical.gaussian import fit_gaussian, gaussian_log_prob, gaussian_sample
+from gen_jax.classical.methods import ClassicalState
 from gen_jax.data import load_split
 from gen_jax.errors import ConfigError, DataError
 
@@ -83,6 +84,7 @@ def test_gaussian_method_on_digits_reports_the_discrete_likelihood():
     x_train, _ = load_split(cfg, "train")
     x_test, _ = load_split(cfg, "test")
     state = jax.jit(method.init)(jax.random.key(0), {"x": x_test[:4]})
+    assert isinstance(state, ClassicalState) and int(state.step) == 0
     ref = fit_gaussian(x_train.reshape(len(x_train), -1), "full", cfg.model.reg_covar)
     offset = 64 * math.log(1.0 / 17)  # density of (x + u) / 17 -> probability of the level
     lp = jax.jit(method.log_prob)(state, x_test, None)

@@ -18,7 +18,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from gen_jax import load_config, registry
-from gen_jax.classical import (
+from gen_jax.classical.gmm import (
     GMMParams,
     fit_gmm,
     gmm_em,

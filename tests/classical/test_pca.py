@@ -14,7 +14,7 @@ from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA as SkPCA
 
 from gen_jax import load_config, registry
-from gen_jax.classical import (
+from gen_jax.classical.pca import (
     explained_variance_ratio,
     fit_pca,
     pca_project,
