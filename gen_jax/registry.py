@@ -15,7 +15,8 @@ import ml_collections
 from gen_jax.errors import ConfigError
 
 # Family packages whose import registers their Methods. A new family adds itself here.
-_FAMILY_MODULES = ("gen_jax.autoencoders", "gen_jax.classical")
+_FAMILY_MODULES = ("gen_jax.autoencoders", "gen_jax.classical", "gen_jax.autoregressive",
+                   "gen_jax.gans", "gen_jax.flows", "gen_jax.diffusion")
 
 _FACTORIES: dict[str, Callable[[ml_collections.ConfigDict], "Method"]] = {}
 

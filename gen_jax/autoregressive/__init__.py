@@ -1,0 +1,1 @@
+"""Autoregressive family: PixelCNN, Gated PixelCNN and the PixelCNN prior over VQ-VAE codes."""

@@ -1,0 +1,1 @@
+"""Diffusion family: schedules, DDPM / improved DDPM, samplers (DDIM, DPM-Solver), score SDEs."""

@@ -1,0 +1,1 @@
+"""Normalizing flows: the bijector contract, NICE, RealNVP, Glow, Flow++."""

@@ -1,0 +1,1 @@
+"""GAN family: one GAN Method (objectives by config), conditional GAN, pix2pix, CycleGAN."""
