@@ -25,12 +25,14 @@ TOY2D_NAMES: tuple[str, ...] = (
     "spirals",
 )
 
-# Mixture datasets: components are tight relative to their spacing (>= 1.0)
-# so that mode coverage / mode collapse is unambiguous to measure.
-_MIXTURE_STD = 0.05
-_RING_RADIUS = 2.0
+# Mixture datasets, with the geometry of the mode-collapse benchmarks (VEEGAN,
+# PacGAN): ring8 = 8 Gaussians on a circle of radius 1 with std 0.01, grid25 =
+# means {-4,-2,0,2,4}^2 with std 0.05. Components are tight relative to their
+# spacing so that mode coverage is unambiguous to measure.
+_MIXTURE_STD = {"ring8": 0.01, "grid25": 0.05}
+_RING_RADIUS = 1.0
 _RING_K = 8
-_GRID_VALUES = (-2.0, -1.0, 0.0, 1.0, 2.0)
+_GRID_VALUES = (-4.0, -2.0, 0.0, 2.0, 4.0)
 
 _MOONS_NOISE = 0.05
 _SWISSROLL_NOISE = 0.1
@@ -63,21 +65,21 @@ _MODES: dict[str, Callable[[], np.ndarray]] = {
 
 
 def _sample_mixture(
-    rng: np.random.Generator, n: int, means: np.ndarray
+    rng: np.random.Generator, n: int, means: np.ndarray, std: float
 ) -> tuple[np.ndarray, np.ndarray]:
     # Components are drawn i.i.d. rather than in equal blocks so that the
     # dataset is a genuine sample from the uniform mixture.
     y = rng.integers(0, means.shape[0], size=n)
-    x = means[y] + _MIXTURE_STD * rng.standard_normal((n, 2))
+    x = means[y] + std * rng.standard_normal((n, 2))
     return x, y
 
 
 def _sample_ring8(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    return _sample_mixture(rng, n, _ring8_modes())
+    return _sample_mixture(rng, n, _ring8_modes(), _MIXTURE_STD["ring8"])
 
 
 def _sample_grid25(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    return _sample_mixture(rng, n, _grid25_modes())
+    return _sample_mixture(rng, n, _grid25_modes(), _MIXTURE_STD["grid25"])
 
 
 def _sample_moons(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,3 +219,15 @@ def toy2d_modes(name: str) -> np.ndarray | None:
     if name not in _MODES:
         return None
     return _MODES[name]().astype(np.float32)
+
+
+def toy2d_mode_std(name: str) -> float | None:
+    """The per-coordinate std of each component of a mixture dataset (ring8, grid25).
+
+    Returns ``None`` for the datasets that are not Gaussian mixtures.
+
+    Raises:
+        DataError: If ``name`` is unknown.
+    """
+    _check_name(name)
+    return _MIXTURE_STD.get(name)
