@@ -1,0 +1,184 @@
+"""PixelCNN / Gated PixelCNN: causality by full Jacobians, normalization by brute-force
+enumeration, NLL by hand, logistic mixture vs scipy, conditional labels, sampling."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import CONFIGS
+from scipy import special, stats
+
+from gen_jax import load_config, registry
+from gen_jax.autoregressive.heads import CategoricalHead, LogisticMixtureHead, make_head
+from gen_jax.autoregressive.networks import GatedPixelCNNNet, PixelCNNNet
+from gen_jax.data import load_split
+from gen_jax.errors import ConfigError
+from gen_jax.nn.masked_conv import causal_mask
+
+TINY = {"model.features": 4, "model.num_layers": 1, "model.head_features": 8,
+        "model.first_kernel": 3, "data.batch_size": 8}
+
+
+def test_causal_masks_by_hand():
+    a = causal_mask((3, 3), 3, 6, 3, "full", "A")
+    b = causal_mask((3, 3), 3, 6, 3, "full", "B")
+    assert (a[0] == 1).all() and (a[1, 0] == 1).all() and (a[1, 2] == 0).all() and (a[2] == 0).all()
+    # Output groups (R, R, G, G, B, B); input channels R, G, B.
+    want_a = np.array([[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(a[1, 1], want_a)
+    np.testing.assert_array_equal(b[1, 1], want_a + np.array([[1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0],
+                                                             [0, 0, 0, 0, 1, 1]]))
+    v = causal_mask((3, 3), 2, 2, 1, "vertical", "A")
+    assert v[0].all() and not v[1:].any()
+    assert causal_mask((3, 3), 2, 2, 1, "vertical", "B")[:2].all()
+    h = causal_mask((1, 3), 1, 1, 1, "horizontal", "B")
+    np.testing.assert_array_equal(h[0, :, 0, 0], [1, 1, 0])
+    # Gates: both halves carry all colour groups.
+    g = causal_mask((1, 1), 3, 6, 3, "horizontal", "B", out_splits=2)
+    np.testing.assert_array_equal(g[0, 0][:, :3], g[0, 0][:, 3:])
+    with pytest.raises(ConfigError, match="divisible into 3 colour groups"):
+        causal_mask((3, 3), 3, 4, 3, "full", "B")
+
+
+def _jacobian(net, params, x, labels=None):
+    """Sum over the batch of |d(projected output at every subpixel)/d(input)|, as (D, D)
+    in raster+channel order. Several inputs, so that a ReLU of the output layers that
+    happens to be inactive at one input does not hide a connection."""
+    r = jax.random.normal(jax.random.key(9), net.apply(params, x, labels).shape[-1:])
+    f = lambda xi: (net.apply(params, xi[None], labels) * r).sum(-1)[0]  # noqa: E731
+    jac = jax.vmap(jax.jacrev(f))(x)  # (N, H, W, C, H, W, C)
+    d = x[0].size
+    return np.abs(np.asarray(jac)).reshape(len(x), d, d).sum(0)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_causality_and_gated_has_no_blind_spot(gated):
+    """Output subpixel o depends on no input subpixel >= o; the Gated PixelCNN on every one < o."""
+    h, w, c = 3, 3, 3  # 2 gated layers reach every earlier pixel of a 3x3 image
+    if gated:
+        net = GatedPixelCNNNet(c, 5, features=6, num_layers=2, first_kernel=3, kernel=3,
+                               head_features=12, num_classes=3)
+        labels = jnp.array([1])
+    else:
+        net = PixelCNNNet(c, 5, features=6, num_layers=1, first_kernel=3, kernel=3, head_features=6)
+        labels = None
+    x = jax.random.normal(jax.random.key(0), (4, h, w, c))
+    params = net.init(jax.random.key(1), x[:1], labels)
+    jac = _jacobian(net, params, x, labels)
+    upper = np.triu(np.ones_like(jac, bool))  # input index >= output index
+    assert np.all(jac[upper] == 0.0)
+    strictly_lower = ~upper
+    if gated:
+        assert np.all(jac[strictly_lower] > 0), "blind spot"
+        # The class label changes every output.
+        diff = net.apply(params, x, jnp.array([2])) - net.apply(params, x, labels)
+        assert np.all(np.abs(np.asarray(diff)).sum((0, -1)) > 0)
+    else:
+        # PixelCNN's blind spot: output (1, 0) cannot see input (0, 2) (up and to the right,
+        # where stacked masked 3x3 layers never reach), though it comes earlier in raster order.
+        o, i = (1 * w + 0) * c, (0 * w + 2) * c
+        assert jac[o, i] == 0.0 and jac[strictly_lower].sum() > 0
+
+
+@pytest.mark.parametrize("gated,shape,levels", [(False, (2, 2, 1), 3), (True, (1, 2, 3), 2)])
+def test_joint_probabilities_sum_to_one_by_enumeration(gated, shape, levels):
+    """Summing p(x) over every possible image gives 1: causality plus a normalized head."""
+    c = shape[-1]
+    head = CategoricalHead(levels)
+    net = (GatedPixelCNNNet(c, levels, features=6, num_layers=1, first_kernel=3, head_features=6)
+           if gated else PixelCNNNet(c, levels, features=3, num_layers=1, first_kernel=3,
+                                     head_features=6))
+    k = jnp.asarray(list(itertools.product(range(levels), repeat=math.prod(shape)))).reshape(-1, *shape)
+    x = 2.0 * k / (levels - 1) - 1.0
+    params = net.init(jax.random.key(2), x[:1])
+    # Random init gives near-uniform outputs; scaling the parameters makes p far from uniform.
+    params = jax.tree.map(lambda p: 3.0 * p + 0.3, params)
+    lp = jax.jit(lambda p: head.log_prob(net.apply(p, x), k).reshape(len(k), -1).sum(-1))(params)
+    assert float(jnp.exp(lp).sum()) == pytest.approx(1.0, abs=1e-4)
+    assert float(jnp.exp(lp).max()) > 3.0 / len(k)
+
+
+def test_logistic_mixture_matches_scipy_and_normalizes():
+    levels, m = 17, 3
+    head = LogisticMixtureHead(levels, m)
+    rng = np.random.default_rng(0)
+    params = rng.normal(size=(4, 3 * m)).astype(np.float32)
+    params[:, 2 * m:] = rng.uniform(-4, 0, size=(4, m))  # log-scales
+    lp_all = np.asarray(jax.jit(head.log_probs)(jnp.asarray(params)))  # (4, L)
+    np.testing.assert_allclose(np.exp(lp_all).sum(-1), 1.0, atol=1e-5)
+    pi = special.softmax(params[:, :m], -1)
+    mu, s = params[:, m:2 * m], np.exp(params[:, 2 * m:])
+    centres = -1 + 2 * np.arange(levels) / (levels - 1)
+    upper = np.where(np.arange(levels) == levels - 1, np.inf, centres + 1 / (levels - 1))
+    lower = np.where(np.arange(levels) == 0, -np.inf, centres - 1 / (levels - 1))
+    cdf = lambda e: stats.logistic.cdf(e[None, :, None], mu[:, None], s[:, None])  # noqa: E731
+    want = ((cdf(upper) - cdf(lower)) * pi[:, None]).sum(-1)
+    np.testing.assert_allclose(np.exp(lp_all), want, rtol=2e-4, atol=1e-7)
+    # Sampling is exact: empirical frequencies match the probabilities.
+    draws = jax.jit(head.sample)(jax.random.key(3), jnp.broadcast_to(params[0], (20000, 3 * m)))
+    freq = np.bincount(np.asarray(draws), minlength=levels) / 20000
+    np.testing.assert_allclose(freq, want[0], atol=0.015)
+    with pytest.raises(ConfigError, match="known: categorical, logistic_mixture"):
+        make_head("softmax", 17)
+
+
+@pytest.fixture(scope="module")
+def digits_pixelcnn():
+    cfg = load_config(CONFIGS / "pixelcnn_digits.py", **TINY)
+    method = registry.build(cfg)
+    x, y = load_split(cfg, "test")
+    state = method.init(jax.random.key(0), {"x": x[:8]})
+    return method, state, x[:8]
+
+
+def test_nll_equals_per_pixel_cross_entropy_by_hand(digits_pixelcnn):
+    method, state, x = digits_pixelcnn
+    lp = np.asarray(method.log_prob(state, jnp.asarray(x), jax.random.key(0)))
+    levels = np.rint(x * 16).astype(int)  # value_range (0, 1), 17 levels
+    logits = np.asarray(method.dist_params(state.params, jnp.asarray(levels)), np.float64)
+    log_softmax = logits - special.logsumexp(logits, axis=-1, keepdims=True)
+    want = np.take_along_axis(log_softmax, levels[..., None], -1).reshape(8, -1).sum(-1)
+    np.testing.assert_allclose(lp, want, rtol=1e-5)
+    metrics = method.eval_step(state, {"x": x}, jax.random.key(0))
+    assert float(metrics["loss"]) == pytest.approx(-want.mean(), rel=1e-5)
+    assert float(metrics["nll_bpd"]) == pytest.approx(-want.mean() / (64 * math.log(2)), rel=1e-5)
+
+
+def test_sampling_gives_valid_levels_reproducibly(digits_pixelcnn):
+    method, state, _ = digits_pixelcnn
+    sample = jax.jit(lambda s, r: method.sample(s, r, 6))
+    a, b = sample(state, jax.random.key(5)), sample(state, jax.random.key(5))
+    c = sample(state, jax.random.key(6))
+    assert a.shape == (6, 8, 8, 1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    levels = np.asarray(a) * 16
+    np.testing.assert_allclose(levels, np.rint(levels), atol=1e-5)
+    assert levels.min() >= 0 and levels.max() <= 16
+
+
+def test_conditional_model_uses_labels_and_marginalizes_exactly():
+    cfg = load_config(CONFIGS / "gated_pixelcnn_digits.py", **TINY)
+    method = registry.build(cfg)
+    x, y = load_split(cfg, "test")
+    x, y = jnp.asarray(x[:4]), jnp.asarray(y[:4])
+    state = method.init(jax.random.key(0), {"x": x, "y": y})
+
+    @jax.jit
+    def both(state, x):
+        per_class = jax.vmap(lambda c: method.log_prob(state, x, None, labels=jnp.full(4, c)))(
+            jnp.arange(10))
+        return per_class, method.log_prob(state, x, None)
+
+    per_class, marginal = (np.asarray(a) for a in both(state, x))
+    assert np.ptp(per_class, axis=0).min() > 0  # the label changes the likelihood
+    np.testing.assert_allclose(marginal, special.logsumexp(per_class, 0) - math.log(10), rtol=1e-5)
+    with pytest.raises(ConfigError, match="needs the Gated PixelCNN"):
+        registry.build(load_config(CONFIGS / "pixelcnn_digits.py", **{"model.conditional": True}))
+    with pytest.raises(ConfigError, match="dequantize='none'"):
+        registry.build(load_config(CONFIGS / "pixelcnn_digits.py", **{"data.dequantize": "uniform"}))
