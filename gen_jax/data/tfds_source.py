@@ -59,15 +59,73 @@ def _open(name: str, split: str, data_dir: str | None):
             "and pass --config.data.data_dir=DIR") from None
 
 
+# tfds cycle_gan/* (Zhu et al., 2017): unpaired domains as splits trainA/trainB/testA/testB
+# of 256x256 RGB images (declared with a variable size, so images are fitted to it).
+CYCLE_GAN_SIZE = 256
+
+
+def _fit(image: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of an HWC image to size x size (a no-op at that size)."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    return image[(np.arange(size) * h) // size][:, (np.arange(size) * w) // size]
+
+
+class DomainSource:
+    """Examples gathered from several tfds splits, labelled by the split they came from."""
+
+    def __init__(self, info: DataInfo, parts: list[tuple[object, np.ndarray, int]]):
+        self.info, self._ds = info, [ds for ds, _, _ in parts]
+        self._where = np.concatenate([np.stack([np.full(len(idx), j), idx], 1)
+                                      for j, (_, idx, _) in enumerate(parts)]).astype(np.int64)
+        self._labels = np.concatenate([np.full(len(idx), label, np.int32) for _, idx, label in parts])
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = self.info.shape[0]
+        x = np.stack([_fit(np.asarray(self._ds[j][int(i)]["image"]), size)
+                      for j, i in self._where[np.asarray(indices)]]).astype(np.uint8)
+        return x, self._labels[indices]
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+
+def _cycle_gan_source(name: str, split: str, data_dir: str | None, val_fraction: float) -> DomainSource:
+    """cycle_gan/* as our splits: label = domain (0 = A, 1 = B); "test" = testA + testB,
+    "train"/"val" = the first / last ``val_fraction`` of trainA and of trainB."""
+    info = DataInfo(f"tfds:{name}", "image", (CYCLE_GAN_SIZE, CYCLE_GAN_SIZE, 3), 256, 2)
+    parts = []
+    for label, domain in enumerate("AB"):
+        if split == "test":
+            ds = _open(name, f"test{domain}", data_dir)
+            parts.append((ds, np.arange(len(ds)), label))
+            continue
+        ds = _open(name, f"train{domain}", data_dir)
+        n_val = int(round(len(ds) * val_fraction))
+        if n_val <= 0 or n_val >= len(ds):
+            raise DataError(f"data.val_fraction={val_fraction} leaves no train or val examples "
+                            f"in {name!r} train{domain}")
+        cut = len(ds) - n_val
+        parts.append((ds, np.arange(cut) if split == "train" else np.arange(cut, len(ds)), label))
+    return DomainSource(info, parts)
+
+
 def tfds_source(name: str, split: str, data_dir: str, val_fraction: float):
     """The train/val/test split of a tfds dataset.
 
     "val" is the dataset's "validation" split when it has one, else the last
-    ``val_fraction`` of "train" (and "train" is then the rest).
+    ``val_fraction`` of "train" (and "train" is then the rest). The unpaired
+    ``cycle_gan/*`` datasets are read as labelled data, see _cycle_gan_source.
     """
     import tensorflow_datasets as tfds
 
     data_dir = data_dir or None
+    if name.split("/")[0] == "cycle_gan":
+        return _cycle_gan_source(name, split, data_dir, val_fraction)
     try:
         builder_info = tfds.builder(name, data_dir=data_dir).info
     except tfds.core.registered.DatasetNotFoundError:
