@@ -1,0 +1,28 @@
+"""Glow on MNIST from tensorflow-datasets (read from disk; see configs/vae_mnist.py).
+
+28x28 does not halve three times, so two levels: squeeze to 14x14x4, steps,
+split with a learned prior, squeeze to 7x7x8, steps, learned top prior.
+Bits/dim of the 256-level images (uniform dequantization bound).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import glow_digits  # noqa: E402
+
+
+def get_config():
+    config = glow_digits.get_config()
+    config.data.name = "tfds:mnist"
+    config.model.num_levels = 2
+    config.model.num_steps = 16
+    config.model.hidden = 256
+    config.train.num_steps = 50000
+    config.train.eval_every = 5000
+    config.train.checkpoint_every = 5000
+    config.eval.max_batches = 10
+    return config
+
+
+TEST_OVERRIDES = {"model.num_steps": 1, "model.hidden": 8}
