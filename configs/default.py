@@ -49,4 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.num_samples = 1000      # samples drawn by --mode=eval
     config.eval.max_batches = 0         # validation batches per eval; 0 = whole split
     config.eval.log_prob_samples = 1000  # importance samples where log_prob is a bound
+    # Sample-quality metrics of --mode=eval on the eval.num_samples samples (gen_jax/metrics/suite.py):
+    # digits -> digits CNN features (digits-FD, KID, precision/recall, ...); 2-D -> MMD, energy distance.
+    config.eval.sample_metrics = True
+    config.eval.reference_split = "train"  # the real data samples are compared with (images)
+    # FID Inception weights, a local .npz (python -m gen_jax.metrics.inception_convert); "" = no FID.
+    config.eval.inception_path = ""
+    config.eval.inception_batch_size = 50
     return config

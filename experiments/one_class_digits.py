@@ -94,7 +94,7 @@ def main() -> None:
             if (file, k) not in trained:
                 trained[(file, k)] = train_one_class(method, step_fn, init_fn, config, args.seed)
             scores = np.asarray(score_fn(trained[(file, k)], x_test, jax.random.key(10_000 + k)))
-            per_class[k] = auroc(scores[y_test == k], scores[y_test != k])
+            per_class[k] = auroc(scores, y_test != k)
             print(f"{name} class {k}: AUROC {per_class[k]:.3f}", flush=True)
         results[name] = {"per_class": per_class, "seconds": time.perf_counter() - t0,
                          "config": f"configs/{file}", "score": score_kw}
@@ -106,7 +106,7 @@ def main() -> None:
                                                           **{"data.classes": (k,)}), "train")
         for name, scores in baseline_scores(x_k, x_test, 8).items():
             row = results.setdefault(name, {"per_class": {}, "config": "numpy baseline"})
-            row["per_class"][k] = auroc(scores[y_test == k], scores[y_test != k])
+            row["per_class"][k] = auroc(scores, y_test != k)
     for row in results.values():
         row["mean"] = float(np.mean(list(row["per_class"].values())))
     total = time.perf_counter() - t_start

@@ -1,6 +1,6 @@
 """The sample, eval and bench modes: everything that reads a trained workdir.
 
-Public: :func:`sample_to_file`, :func:`evaluate`, :func:`benchmark`.
+Public: :func:`sample_to_file`, :func:`evaluate` (with :func:`sample_metrics`), :func:`benchmark`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import scipy.special
 
 from gen_jax import data as data_lib
-from gen_jax import parallel
+from gen_jax import metrics, parallel
 from gen_jax.checkpoint import Checkpointer
 from gen_jax.train import Run, draw_samples, evaluate_split, guarded_step, log_prob_fn, restore_run, setup
 
@@ -70,13 +71,122 @@ def split_log_prob(run: Run, state: Any, split: str = "test", num_samples: int |
             "importance_samples": k}
 
 
+MIN_METRIC_SAMPLES = 10
+
+
+def _eval_option(config: ml_collections.ConfigDict, key: str, default: Any) -> Any:
+    # Workdirs trained before an eval key existed have a config.json without it.
+    return config.eval.get(key, default)
+
+
+def _reference_images01(run: Run, split: str) -> np.ndarray:
+    """A split's raw images (``data.classes`` applied) as intensities level / (L - 1) in [0, 1]."""
+    source = data_lib.get_source(run.config.data, split)
+    x, _ = source.get(np.arange(len(source)))
+    return np.asarray(x, np.float32) / (run.info.num_levels - 1)
+
+
+def _fid_metrics(run: Run, samples01: np.ndarray, split: str) -> dict:
+    """FID, KID, precision/recall and Inception Score with the FID Inception network.
+
+    The reference's pool3 statistics stream through the network batch by batch
+    and are cached in ``workdir/fid_reference_<split>_<n>.npz`` with the features
+    of a fixed random subset of n (as many as samples) for KID and precision/recall.
+    """
+    from gen_jax.metrics import inception as inc
+
+    variables = inc.load_inception_variables(run.config.eval.inception_path)
+    apply_fn = inc.inception_apply_fn(variables)
+    bs = int(_eval_option(run.config, "inception_batch_size", 50))
+    cache = run.workdir / f"fid_reference_{split}_{len(samples01)}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            ref_stats = metrics.FeatureStats(int(z["count"]), z["mean"], z["scatter"])
+            ref_subset = z["subset"]
+    else:
+        source = data_lib.get_source(run.config.data, split)
+        scale = 1.0 / (run.info.num_levels - 1)
+        keep = np.sort(np.random.default_rng(0).permutation(len(source))[:len(samples01)])
+        batches = (np.asarray(source.get(np.arange(s, min(s + bs, len(source))))[0], np.float32) * scale
+                   for s in range(0, len(source), bs))
+        ref_stats, kept = metrics.FeatureStats.empty(inc.POOL_DIM), []
+        for s, (pool, _) in zip(range(0, len(source), bs), inc.inception_features(apply_fn, batches, False),
+                                strict=True):
+            ref_stats = ref_stats.update(pool)
+            kept.append(pool[keep[(keep >= s) & (keep < s + bs)] - s])
+        ref_subset = np.concatenate(kept)
+        if jax.process_index() == 0:
+            def write(path: Path) -> None:
+                with open(path, "wb") as f:
+                    np.savez(f, count=ref_stats.count, mean=ref_stats.mean, scatter=ref_stats.scatter,
+                             subset=ref_subset)
+
+            _atomic_write(cache, write)
+    pools, logits = zip(*inc.inception_features(
+        apply_fn, (samples01[s:s + bs] for s in range(0, len(samples01), bs))), strict=True)
+    fake = np.concatenate(pools)
+    probs = scipy.special.softmax(np.concatenate(logits).astype(np.float64), axis=1)
+    k = metrics.kid(ref_subset, fake)
+    out = {"fid": metrics.frechet_distance(ref_stats, metrics.FeatureStats.from_features(fake)),
+           "fid_reference_examples": ref_stats.count, "kid": k["mean"], "kid_std": k["std"],
+           "kid_subset_size": k["subset_size"], **metrics.precision_recall(ref_subset, fake, k=3),
+           **metrics.density_coverage(ref_subset, fake, k=5)}
+    if len(probs) >= 10:
+        out["inception_score"], out["inception_score_std"] = metrics.inception_score(probs).values()
+    return out
+
+
+def sample_metrics(run: Run, samples: np.ndarray) -> dict:
+    """The sample-quality metrics that apply to the run's data (see gen_jax.metrics.suite).
+
+    digits: the digits CNN's digits-FD, KID, precision/recall, density/coverage,
+    classifier score and class shares, against ``eval.reference_split``; 2-D toy
+    data: RBF MMD, energy distance (and mode coverage for ring8/grid25) against
+    the test split; other images: FID/KID/precision/recall/IS with the FID
+    Inception network when ``eval.inception_path`` is set, else a note.
+    """
+    if not np.isfinite(samples).all():
+        return {"note": "samples are not all finite: no sample metrics"}
+    if len(samples) < MIN_METRIC_SAMPLES:  # k-NN balls (k = 5) and covariances need a few samples
+        return {"note": f"eval.num_samples={len(samples)} is too few for sample metrics "
+                        f"(they need at least {MIN_METRIC_SAMPLES})"}
+    config, info = run.config, run.info
+    t0 = time.perf_counter()
+    if info.kind == "vector":
+        ref, _ = data_lib.load_split(config, "test")
+        out = metrics.toy2d_metrics(samples, ref, info.name)
+        out["reference"] = "test"
+    else:
+        split = _eval_option(config, "reference_split", "train")
+        samples01 = metrics.to_unit_interval(samples, config.data, info.num_levels)
+        if info.name == "digits":
+            out = metrics.digits_metrics(samples01, _reference_images01(run, split))
+        elif _eval_option(config, "inception_path", ""):
+            out = _fid_metrics(run, samples01, split)
+        else:
+            from gen_jax.metrics.inception import WEIGHTS_HELP
+
+            return {"fid": None, "note": f"FID unavailable: eval.inception_path is not set. {WEIGHTS_HELP}"}
+        out["reference"] = split
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
 def evaluate(config: ml_collections.ConfigDict | None, workdir: str | Path) -> dict:
     """Evaluates the latest checkpoint on the test split; writes ``workdir/eval.json``.
 
     Reports the Method's ``eval_step`` metrics, its ``log_prob`` (where it has one;
     a bound for latent-variable models, with ``eval.log_prob_samples`` importance
-    samples) and the time to draw ``eval.num_samples`` samples.
+    samples), the time to draw ``eval.num_samples`` samples and, unless
+    ``eval.sample_metrics`` is off, those samples' quality (:func:`sample_metrics`).
     """
+    return evaluate_with_samples(config, workdir)[0]
+
+
+def evaluate_with_samples(config: ml_collections.ConfigDict | None,
+                          workdir: str | Path) -> tuple[dict, np.ndarray | None]:
+    """:func:`evaluate`, also returning the ``eval.num_samples`` samples it measured
+    (None when that is 0), e.g. to draw them without compiling the sampler again."""
     run = setup(config, workdir)
     state, step = restore_run(run)
     result: dict[str, Any] = {"method": run.config.method, "data": run.info.name, "step": step,
@@ -84,6 +194,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | Path) -> d
     if hasattr(run.method, "log_prob"):
         result["test_log_prob"] = split_log_prob(run, state)
     n = run.config.eval.num_samples
+    samples = None
     if n:
         r_compile, r_timed = jax.random.split(run.keys["bench"])
         draw_samples(run, state, n, r_compile)  # compile
@@ -92,10 +203,12 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | Path) -> d
         dt = time.perf_counter() - t0
         result["sampling"] = {"num_samples": n, "seconds": dt, "samples_per_sec": n / dt,
                               "finite": bool(np.isfinite(samples).all())}
+        if _eval_option(run.config, "sample_metrics", True):
+            result["sample_metrics"] = sample_metrics(run, samples)
     if jax.process_index() == 0:
         _atomic_write(Path(workdir) / "eval.json",
                       lambda p: Path(p).write_text(json.dumps(result, indent=2)))
-    return result
+    return result, samples
 
 
 def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
@@ -144,4 +257,5 @@ def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
     return result
 
 
-__all__ = ["benchmark", "evaluate", "sample_to_file", "split_log_prob"]
+__all__ = ["benchmark", "evaluate", "evaluate_with_samples", "sample_metrics", "sample_to_file",
+           "split_log_prob"]

@@ -6,8 +6,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
-def auroc(scores_negative: ArrayLike, scores_positive: ArrayLike) -> float:
-    """AUROC of a score that should be higher for positives (e.g. anomalies).
+def auroc_two_sample(scores_negative: ArrayLike, scores_positive: ArrayLike) -> float:
+    """AUROC from the scores of the negatives and of the positives, given separately.
 
     AUROC = P(s_pos > s_neg) + P(s_pos = s_neg) / 2 over independent draws of
     one positive and one negative: the Mann-Whitney U statistic of the
@@ -34,3 +34,32 @@ def auroc(scores_negative: ArrayLike, scores_positive: ArrayLike) -> float:
     below = np.searchsorted(neg, pos, side="left")          # negatives strictly below each positive
     ties = np.searchsorted(neg, pos, side="right") - below  # negatives equal to it
     return float((below.sum() + 0.5 * ties.sum()) / (neg.size * pos.size))
+
+
+def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """AUROC of a score that should be higher for positives (e.g. anomalies).
+
+    The same statistic as :func:`auroc_two_sample` (ties get half credit; equal
+    to scikit-learn's ``roc_auc_score(labels, scores)``), from one array of
+    scores and their labels.
+
+    Args:
+      scores: (n,) scores, any shape flattened.
+      labels: (n,) labels, 1 = positive (anomalous), 0 = negative; bool allowed.
+
+    Returns:
+      The AUROC in [0, 1].
+
+    Raises:
+      ValueError: shapes differ, labels are not 0/1, or one class is absent.
+    """
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"auroc(scores, labels): {s.size} scores but {y.size} labels "
+                         "(for two separate score sets use auroc_two_sample(negatives, positives))")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("auroc labels must be 0 (negative) or 1 (positive); for two separate score "
+                         "sets use auroc_two_sample(negatives, positives)")
+    y = y.astype(bool)
+    return auroc_two_sample(s[~y], s[y])

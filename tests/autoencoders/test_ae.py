@@ -163,7 +163,7 @@ def test_one_class_autoencoder_flags_other_digits():
         state, _ = step(state, {"x": x0[j:j + 32]}, jax.random.key(i))
     x, y = load_split(tiny_ae_config(), "test")
     scores = np.asarray(ae.anomaly_score(state, jnp.asarray(x)))
-    assert auroc(scores[y == 0], scores[y != 0]) > 0.9
+    assert auroc(scores, y != 0) > 0.9  # other digits are the positives
 
 
 def test_vae_anomaly_scores_are_its_likelihood_bounds():

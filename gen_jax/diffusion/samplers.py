@@ -1,0 +1,351 @@
+"""Samplers for discrete-time ε-prediction diffusion models.
+
+Public: :func:`sample` (``method`` = "ddpm" | "ddim" | "dpm_solver" | "dpm_solver++")
+and :func:`timesteps` (the step spacings). Every sampler is one ``lax.scan`` over
+its steps; all step coefficients are computed in float64 numpy at trace time
+from the (static) schedule, so the scan body is only the network call and a few
+multiply-adds.
+
+DPM-Solver with a discrete-time model. DPM-Solver (Lu et al., 2022) integrates
+the diffusion ODE in continuous time through λ(t) = log(α_t / σ_t). Its
+discrete-time wrapper puts model index n at t_n = (n + 1) / T and interpolates
+log α piecewise-linearly between those points. We instead *snap every solver
+time, intermediate ones included, to that grid*: each time is the model index
+whose λ is nearest the one the solver asks for (strictly ordered), and the
+update uses the exact λ, α, σ of the snapped indices (with the actual ratios
+r = (λ_{s1} - λ_s) / h, for which the DPM-Solver formulas hold for any r). So
+the model is only ever evaluated at (x, index) pairs it was trained on, with
+α and σ exactly those of training, and no interpolation enters; the endpoints are
+index T-1 (t = 1) and index 0 (t = 1/T). With the grid this fine (T = 1000)
+snapping moves λ by at most half a grid cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gen_jax.diffusion import process
+from gen_jax.diffusion.schedules import Schedule
+from gen_jax.errors import ConfigError
+
+METHODS = ("ddpm", "ddim", "dpm_solver", "dpm_solver++")
+SPACINGS = ("uniform", "quadratic", "logsnr")
+
+EpsFn = Callable[[jax.Array, jax.Array], Any]
+
+_OPTIONS = {
+    "ddpm": {"spacing": "uniform", "variance": "beta_tilde", "clip_x0": None, "x_T": None},
+    "ddim": {"spacing": "uniform", "eta": 0.0, "clip_x0": None, "x_T": None},
+    "dpm_solver": {"spacing": "logsnr", "order": 3, "clip_x0": None, "x_T": None,
+                   "denoise_to_zero": False},
+    "dpm_solver++": {"spacing": "logsnr", "order": 2, "clip_x0": None, "x_T": None,
+                     "denoise_to_zero": False, "lower_order_final": True},
+}
+
+
+def timesteps(sched: Schedule, num: int, spacing: str = "uniform") -> np.ndarray:
+    """``num`` distinct increasing model indices in [0, T-1], from 0 to T-1.
+
+    Args:
+      sched: the schedule (for its λ_t).
+      num: how many (<= T).
+      spacing: "uniform" in t; "quadratic" in t (denser near 0, as in DDIM's
+        CIFAR-10 setting); "logsnr": uniform in λ_t (DPM-Solver's choice).
+
+    Returns:
+      int array (num,), strictly increasing; t_0 = 0 and t_{num-1} = T-1 when num >= 2.
+    """
+    big_t = sched.num_timesteps
+    if not 1 <= num <= big_t:
+        raise ConfigError(f"number of steps must be in [1, {big_t}], got {num}")
+    if num == 1:
+        return np.array([big_t - 1])
+    u = np.linspace(0.0, 1.0, num)
+    if spacing == "uniform":
+        pos = u * (big_t - 1)
+    elif spacing == "quadratic":
+        pos = u**2 * (big_t - 1)
+    elif spacing == "logsnr":
+        lam = sched.log_snr  # decreasing in t
+        targets = lam[0] + u * (lam[-1] - lam[0])
+        pos = np.interp(-targets, -lam, np.arange(big_t, dtype=np.float64))
+    else:
+        raise ConfigError(f"unknown spacing {spacing!r}; known: {', '.join(SPACINGS)}")
+    ts = np.round(pos).astype(np.int64)
+    # Rounding may merge neighbours: push up from below, then cap from the top (the
+    # minimum of two strictly increasing sequences is strictly increasing).
+    for i in range(1, num):
+        ts[i] = max(ts[i], ts[i - 1] + 1)
+    ts = np.minimum(ts, big_t - num + np.arange(num))
+    return ts
+
+
+def _call(eps_fn: EpsFn, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    out = eps_fn(x, t)
+    return (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
+
+
+def _eps(eps_fn: EpsFn, sched: Schedule, x: jax.Array, idx: jax.Array,
+         clip: tuple[float, float] | None) -> jax.Array:
+    """ε̂ at model index ``idx`` (scalar), re-derived from a clipped x̂_0 when ``clip`` is set."""
+    t = jnp.full((x.shape[0],), idx, jnp.int32)
+    eps, _ = _call(eps_fn, x, t)
+    if clip is None:
+        return eps
+    return process.eps_from_x0(sched, x, t, jnp.clip(process.x0_from_eps(sched, x, t, eps), *clip))
+
+
+def _noise_keys(key: jax.Array, n: int) -> jax.Array:
+    return jax.random.split(key, n)
+
+
+def _ddpm(eps_fn, sched, x, key, num_steps, spacing, variance, clip_x0):
+    """Ancestral sampling (Ho et al., 2020, Alg. 2). With fewer steps than T, the chain
+    is respaced (Nichol & Dhariwal, 2021, §4): over the chosen indices τ_i the
+    process has β'_i = 1 - ᾱ_{τ_i} / ᾱ_{τ_{i-1}}, and the model is called at τ_i."""
+    ts = timesteps(sched, num_steps, spacing)
+    ab = sched.alphas_cumprod[ts]
+    respaced = Schedule(sched.name + "_respaced", 1.0 - ab / np.append(1.0, ab[:-1]))
+    b = x.shape[0]
+
+    def body(x, inp):
+        i, tau, k = inp
+        eps, v = _call(eps_fn, x, jnp.full((b,), tau, jnp.int32))
+        ii = jnp.full((b,), i, jnp.int32)
+        mean, logvar, _ = process.p_mean_logvar(respaced, x, ii, eps, variance, v, clip_x0)
+        noise = jax.random.normal(k, x.shape)
+        return mean + jnp.where(i > 0, jnp.exp(0.5 * logvar), 0.0) * noise, None
+
+    idx = np.arange(num_steps)[::-1]
+    x, _ = jax.lax.scan(body, x, (jnp.asarray(idx, jnp.int32), jnp.asarray(ts[idx], jnp.int32),
+                                  _noise_keys(key, num_steps)))
+    return x
+
+
+def _ddim(eps_fn, sched, x, key, num_steps, spacing, eta, clip_x0):
+    """DDIM (Song et al., 2021, eq. 12): x_{prev} = √ᾱ_prev x̂_0 + √(1 - ᾱ_prev - σ²) ε̂ + σ z,
+    σ = η √((1 - ᾱ_prev) / (1 - ᾱ_t)) √(1 - ᾱ_t / ᾱ_prev); the last step goes to ᾱ = 1."""
+    ts = timesteps(sched, num_steps, spacing)[::-1]
+    a_t = sched.alphas_cumprod[ts]
+    a_prev = np.append(a_t[1:], 1.0)
+    sigma = eta * np.sqrt((1 - a_prev) / (1 - a_t)) * np.sqrt(1 - a_t / a_prev)
+    coef_dir = np.sqrt(np.maximum(1 - a_prev - sigma**2, 0.0))
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+
+    def body(x, inp):
+        tau, at, ap, sig, cd, k = inp
+        eps = _eps(eps_fn, sched, x, tau, clip_x0)
+        x0 = (x - jnp.sqrt(1 - at) * eps) / jnp.sqrt(at)
+        return jnp.sqrt(ap) * x0 + cd * eps + sig * jax.random.normal(k, x.shape), None
+
+    x, _ = jax.lax.scan(body, x, (jnp.asarray(ts, jnp.int32), f32(a_t), f32(a_prev), f32(sigma),
+                                  f32(coef_dir), _noise_keys(key, num_steps)))
+    return x
+
+
+def _snap(lam: np.ndarray, target: float, lo: int, hi: int) -> int:
+    """The model index in [lo, hi) whose λ is nearest ``target``."""
+    cand = np.arange(lo, hi)
+    return int(cand[np.argmin(np.abs(lam[cand] - target))])
+
+
+def _dpm_grid(sched: Schedule, num_steps: int, spacing: str, order: int):
+    """Step endpoints (T-1 -> 0) and snapped intermediate indices of singlestep DPM-Solver."""
+    ends = timesteps(sched, num_steps + 1, spacing)[::-1]
+    lam = sched.log_snr  # snapping to the nearest λ: any monotone scale of it will do
+    r = {1: (), 2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}[order]
+    mids = np.zeros((num_steps, max(len(r), 1)), np.int64)
+    for i in range(num_steps):
+        s, t = ends[i], ends[i + 1]
+        h = lam[t] - lam[s]
+        hi = s
+        for j, rj in enumerate(r):
+            # Intermediate points lie in [t, s), later ones below earlier ones, each leaving
+            # room for those still to come where the grid allows. Where it does not (adjacent
+            # ends near t = 0), a point lands on t: r = 1 is still a valid choice in the
+            # DPM-Solver-2 formula, and order 3 then degrades gracefully to r1 = r2 = 1.
+            if hi > t:
+                lo, top = max(t, min(t + len(r) - 1 - j, hi - 1)), hi
+            else:
+                lo, top = t, t + 1
+            hi = mids[i, j] = _snap(lam, lam[s] + rj * h, lo, top)
+        if not r:
+            mids[i, 0] = s
+    return ends, mids
+
+
+def _dpm_solver(eps_fn, sched, x, key, num_steps, spacing, order, clip_x0, denoise_to_zero):
+    """Singlestep DPM-Solver-1/2/3 with ε-prediction (Lu et al., 2022, Algs. 1-2;
+    the order-3 update as in the authors' code, with general r1 < r2)."""
+    if order not in (1, 2, 3):
+        raise ConfigError(f"dpm_solver order must be 1, 2 or 3, got {order}")
+    ends, mids = _dpm_grid(sched, num_steps, spacing, order)
+    ab = sched.alphas_cumprod
+    lam = 0.5 * sched.log_snr  # DPM-Solver's λ = log(α/σ) is half the log-SNR
+    log_a, sig = 0.5 * np.log(ab), np.sqrt(1 - ab)
+    s, t = ends[:-1], ends[1:]
+    h = lam[t] - lam[s]
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    cols = {"s": s, "t": t, "m1": mids[:, 0], "m2": mids[:, -1]}
+    coef = {
+        "a_ts": np.exp(log_a[t] - log_a[s]), "sig_t_phi1": sig[t] * np.expm1(h),
+        "r1": (lam[mids[:, 0]] - lam[s]) / h, "r2": (lam[mids[:, -1]] - lam[s]) / h}
+    r1, r2 = coef["r1"], coef["r2"]
+    r1, r2 = np.where(r1 > 0, r1, 1.0), np.where(r2 > 0, r2, 1.0)  # unused at order 1; avoid 0/0
+    coef["r1"], coef["r2"] = r1, r2
+    m1, m2 = mids[:, 0], mids[:, -1]
+    coef |= {"a_1s": np.exp(log_a[m1] - log_a[s]), "sig1_phi11": sig[m1] * np.expm1(r1 * h),
+             "a_2s": np.exp(log_a[m2] - log_a[s]), "sig2_phi12": sig[m2] * np.expm1(r2 * h),
+             "sig2_phi22": sig[m2] * (np.expm1(r2 * h) / (r2 * h) - 1.0),
+             "sig_t_phi2": sig[t] * (np.expm1(h) / h - 1.0)}
+    xs = ({k: jnp.asarray(v, jnp.int32) for k, v in cols.items()}, {k: f32(v) for k, v in coef.items()})
+
+    def body(x, inp):
+        idx, c = inp
+        e_s = _eps(eps_fn, sched, x, idx["s"], clip_x0)
+        if order == 1:
+            x_t = c["a_ts"] * x - c["sig_t_phi1"] * e_s
+        elif order == 2:
+            u = c["a_1s"] * x - c["sig1_phi11"] * e_s
+            e_1 = _eps(eps_fn, sched, u, idx["m1"], clip_x0)
+            x_t = c["a_ts"] * x - c["sig_t_phi1"] * e_s - c["sig_t_phi1"] / (2 * c["r1"]) * (e_1 - e_s)
+        else:
+            u1 = c["a_1s"] * x - c["sig1_phi11"] * e_s
+            e_1 = _eps(eps_fn, sched, u1, idx["m1"], clip_x0)
+            u2 = (c["a_2s"] * x - c["sig2_phi12"] * e_s
+                  - (c["r2"] / c["r1"]) * c["sig2_phi22"] * (e_1 - e_s))
+            e_2 = _eps(eps_fn, sched, u2, idx["m2"], clip_x0)
+            x_t = c["a_ts"] * x - c["sig_t_phi1"] * e_s - c["sig_t_phi2"] / c["r2"] * (e_2 - e_s)
+        return x_t, None
+
+    x, _ = jax.lax.scan(body, x, xs)
+    if denoise_to_zero:
+        x = process.x0_from_eps(sched, x, jnp.zeros((x.shape[0],), jnp.int32),
+                                _eps(eps_fn, sched, x, 0, clip_x0))
+    return x
+
+
+def _dpm_solver_pp(eps_fn, sched, x, key, num_steps, spacing, order, clip_x0, denoise_to_zero,
+                   lower_order_final):
+    """Multistep DPM-Solver++ (2M / 3M) with data prediction D = x̂_0 (Lu et al., 2022b, Alg. 2
+    and the authors' 3M update). With h = λ_t - λ_s, φ1 = e^{-h} - 1, φ2 = φ1/h + 1,
+    φ3 = φ2/h - 1/2, r_i the ratios of the previous step sizes to h:
+      1st: x_t = (σ_t/σ_s) x_s - α_t φ1 D_s
+      2M:  ... - α_t φ1 (D_s + (1/(2 r0)) (D_s - D_{-1}))
+      3M:  ... - α_t φ1 D_s + α_t φ2 D1 - α_t φ3 D2 (D1, D2: divided differences of D_s, D_{-1}, D_{-2}).
+    Each update is linear in (D_s, D_{-1}, D_{-2}): its three weights are precomputed per step.
+    The first steps use the orders their history allows; with ``lower_order_final`` and
+    fewer than 15 steps, the last steps drop order too (as the authors do)."""
+    if order not in (1, 2, 3):
+        raise ConfigError(f"dpm_solver++ order must be 1, 2 (2M) or 3 (3M), got {order}")
+    ends = timesteps(sched, num_steps + 1, spacing)[::-1]
+    ab, lam = sched.alphas_cumprod, 0.5 * sched.log_snr  # λ = log(α/σ)
+    s, t = ends[:-1], ends[1:]
+    h = lam[t] - lam[s]
+    w = np.zeros((num_steps, 3))
+    for i in range(num_steps):
+        k = min(order, i + 1)
+        if lower_order_final and num_steps < 15:
+            k = min(k, num_steps - i)
+        a_t, phi1 = np.sqrt(ab[t[i]]), np.expm1(-h[i])
+        if k == 1:
+            w[i] = [-a_t * phi1, 0.0, 0.0]
+        elif k == 2:
+            r0 = h[i - 1] / h[i]
+            w[i] = [-a_t * phi1 * (1 + 0.5 / r0), a_t * phi1 * 0.5 / r0, 0.0]
+        else:
+            r0, r1 = h[i - 1] / h[i], h[i - 2] / h[i]
+            d1_0 = np.array([1.0, -1.0, 0.0]) / r0
+            d1_1 = np.array([0.0, 1.0, -1.0]) / r1
+            d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            phi2 = phi1 / h[i] + 1.0
+            phi3 = phi2 / h[i] - 0.5
+            w[i] = -a_t * phi1 * np.array([1.0, 0.0, 0.0]) + a_t * phi2 * d1 - a_t * phi3 * d2
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    xs = (jnp.asarray(s, jnp.int32), f32(np.sqrt((1 - ab[t]) / (1 - ab[s]))), f32(w))
+    b = x.shape[0]
+
+    def body(carry, inp):
+        x, d1, d2 = carry
+        idx, ratio, wi = inp
+        tt = jnp.full((b,), idx, jnp.int32)
+        d0 = process.x0_from_eps(sched, x, tt, _call(eps_fn, x, tt)[0])
+        if clip_x0 is not None:
+            d0 = jnp.clip(d0, *clip_x0)
+        return (ratio * x + wi[0] * d0 + wi[1] * d1 + wi[2] * d2, d0, d1), None
+
+    zeros = jnp.zeros_like(x)
+    (x, _, _), _ = jax.lax.scan(body, (x, zeros, zeros), xs)
+    if denoise_to_zero:
+        x = process.x0_from_eps(sched, x, jnp.zeros((b,), jnp.int32), _eps(eps_fn, sched, x, 0, clip_x0))
+    return x
+
+
+def nfe(method: str, num_steps: int, **options: Any) -> int:
+    """Network evaluations of one :func:`sample` call (per example)."""
+    opts = {**_OPTIONS[method], **options}
+    if method == "dpm_solver":
+        return num_steps * opts["order"] + int(opts["denoise_to_zero"])
+    if method == "dpm_solver++":
+        return num_steps + int(opts["denoise_to_zero"])
+    return num_steps
+
+
+def sample(eps_fn: EpsFn, schedule: Schedule, shape: tuple[int, ...], key: jax.Array,
+           method: str = "ddpm", num_steps: int | None = None, **options: Any) -> jax.Array:
+    """Draws x_0 by integrating the reverse process of a discrete-time ε-model.
+
+    Args:
+      eps_fn: ``eps_fn(x_t, t) -> ε̂`` with ``t`` int32 of shape (batch,) (0-based
+        model indices); may return ``(ε̂, v)`` where v is the improved-DDPM variance
+        output (used by ``method="ddpm", variance="learned"``, ignored elsewhere).
+      schedule: the model's training schedule.
+      shape: (batch, ...) of the samples.
+      key: PRNG key (x_T and, for the stochastic samplers, the step noise).
+      method: "ddpm" (ancestral), "ddim", "dpm_solver" (singlestep, orders 1-3) or
+        "dpm_solver++" (2M multistep, data prediction).
+      num_steps: number of steps (DDPM/DDIM: network calls; DPM-Solver: solver steps,
+        each ``order`` calls, see :func:`nfe`); None = T for DDPM, else 20.
+      **options: per method (defaults in brackets) --
+        all: ``spacing`` ("uniform" for DDPM/DDIM, "logsnr" for DPM-Solver),
+        ``clip_x0`` ((lo, hi) to clip x̂_0 to, [None]), ``x_T`` (start here instead of
+        drawing it); ddpm: ``variance`` ("beta" | ["beta_tilde"] | "learned");
+        ddim: ``eta`` [0.0]; dpm_solver: ``order`` [3], ``denoise_to_zero`` [False]
+        (a final x̂_0 step at t = 0, one more call); dpm_solver++: ``order`` [2] (2M; 3 = 3M),
+        ``denoise_to_zero`` [False], ``lower_order_final`` [True].
+
+    Returns:
+      x_0 samples of ``shape``.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown sampler {method!r}; known: {', '.join(METHODS)}")
+    unknown = sorted(set(options) - set(_OPTIONS[method]))
+    if unknown:
+        raise ConfigError(f"unknown options {unknown} for sampler {method!r}; valid: "
+                          f"{', '.join(sorted(_OPTIONS[method]))}")
+    opts = {**_OPTIONS[method], **{k: v for k, v in options.items() if v is not None}}
+    if num_steps is None:
+        num_steps = schedule.num_timesteps if method == "ddpm" else 20
+    k_init, k_steps = jax.random.split(key)
+    x = opts.pop("x_T")
+    x = jax.random.normal(k_init, shape) if x is None else jnp.asarray(x, jnp.float32)
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"x_T has shape {x.shape}, expected {tuple(shape)}")
+    clip = opts.pop("clip_x0")
+    clip = None if clip is None else (float(clip[0]), float(clip[1]))
+    if method == "ddpm":
+        if opts["variance"] not in process.VARIANCES:
+            raise ConfigError(f"unknown variance {opts['variance']!r}; known: {', '.join(process.VARIANCES)}")
+        return _ddpm(eps_fn, schedule, x, k_steps, num_steps, opts["spacing"], opts["variance"], clip)
+    if method == "ddim":
+        return _ddim(eps_fn, schedule, x, k_steps, num_steps, opts["spacing"], float(opts["eta"]), clip)
+    if method == "dpm_solver":
+        return _dpm_solver(eps_fn, schedule, x, k_steps, num_steps, opts["spacing"], int(opts["order"]),
+                           clip, bool(opts["denoise_to_zero"]))
+    return _dpm_solver_pp(eps_fn, schedule, x, k_steps, num_steps, opts["spacing"], int(opts["order"]),
+                          clip, bool(opts["denoise_to_zero"]), bool(opts["lower_order_final"]))

@@ -1,0 +1,132 @@
+"""The "score_sde" Method: a continuous-time noise-prediction network trained by
+denoising score matching (Song et al., 2021), sampled by reverse SDE, predictor-
+corrector or the probability-flow ODE, with exact likelihoods via that ODE.
+
+The network predicts ε from x_t = m(t) x_0 + s(t) ε, so the score is
+∇log p_t(x) ≈ -ε̂(x, t) / s(t); training minimises E_t E ‖ε̂ - ε‖² (denoising score
+matching with weighting λ(t) = s(t)², t ~ U[t_eps, 1]). Its input is scaled by
+1 / √(m² + s²) (unit variance for unit-variance data, which matters for the VE
+SDE whose x_t grows to σ_max) and it sees the time as 999 t.
+
+Config (``model``): ``arch``, network sizes, ``sde`` ("vp" | "subvp" | "ve"),
+``beta_min``, ``beta_max``, ``sigma_min``, ``sigma_max``, ``t_eps``. Section
+``sampler``: ``method`` ("euler_maruyama" | "pc" | "ode"), ``num_steps``,
+``ode_solver`` ("rk4" | "heun" | "rk45"), ``rtol``, ``atol``, ``snr``,
+``corrector_steps``, ``divergence`` (of ``log_prob``: "rademacher" | "gaussian" | "exact").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from gen_jax.data import dataset_info, discrete_log_prob_offset
+from gen_jax.diffusion import sde as sde_lib
+from gen_jax.diffusion.ddpm import build_network
+from gen_jax.errors import ConfigError
+from gen_jax.registry import register
+from gen_jax.state import TrainState, make_optimizer
+
+
+class ScoreSDE:
+    """The score-SDE Method (see gen_jax.registry.Method)."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        m, s = config.model, config.sampler
+        self.info = dataset_info(config.data)
+        self.sde = sde_lib.SDE(m.sde, m.beta_min, m.beta_max, m.sigma_min, m.sigma_max, m.t_eps)
+        for value, valid, key in ((s.method, sde_lib.SAMPLERS, "sampler.method"),
+                                  (s.ode_solver, sde_lib.ODE_SOLVERS, "sampler.ode_solver"),
+                                  (s.divergence, sde_lib.DIVERGENCES, "sampler.divergence")):
+            if value not in valid:
+                raise ConfigError(f"{key} must be one of {', '.join(valid)}; got {value!r}")
+        self.offset = discrete_log_prob_offset(self.info, config.data)
+        if self.offset is None:
+            raise ConfigError("score_sde models a continuous density: image data need "
+                              "data.dequantize='uniform' (so log_prob bounds the discrete likelihood)")
+        self.net = build_network(config, self.info, 1, time_scale=999.0)
+        self.tx = make_optimizer(config.optim, config.train.num_steps)
+        if self.info.kind == "image":
+            self.lo, self.hi = (float(v) for v in config.data.value_range)
+
+    def eps_net(self, params: Any, x: jax.Array, t: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """ε̂(x_t, t) for t float of shape (batch,)."""
+        mt, st = self.sde.marginal(t)
+        c_in = 1.0 / jnp.sqrt(mt**2 + st**2)
+        x_in = x * c_in.reshape(c_in.shape + (1,) * (x.ndim - 1))
+        kw = {"rngs": {"dropout": rng}, "train": True} if rng is not None else {}
+        if self.config.model.arch == "mlp":
+            return self.net.apply({"params": params}, x_in.reshape(x.shape[0], -1), t, **kw).reshape(x.shape)
+        return self.net.apply({"params": params}, x_in, t, **kw)
+
+    def score_fn(self, params: Any):
+        """∇_x log p_t(x) ≈ -ε̂(x, t) / s(t)."""
+
+        def fn(x, t):
+            _, st = self.sde.marginal(t)
+            return -self.eps_net(params, x, t) / st.reshape(st.shape + (1,) * (x.ndim - 1))
+
+        return fn
+
+    def _loss(self, params: Any, x: jax.Array, rng: jax.Array, train: bool) -> jax.Array:
+        r_t, r_n, r_d = jax.random.split(rng, 3)
+        b = x.shape[0]
+        t = jax.random.uniform(r_t, (b,), minval=self.sde.t_eps, maxval=1.0)
+        noise = jax.random.normal(r_n, x.shape)
+        mt, st = self.sde.marginal(t)
+        shape = (b,) + (1,) * (x.ndim - 1)
+        xt = mt.reshape(shape) * x + st.reshape(shape) * noise
+        eps = self.eps_net(params, xt, t, r_d if train else None)
+        return jnp.mean((eps - noise) ** 2)
+
+    # -- the Method contract -------------------------------------------------
+
+    def init(self, rng: jax.Array, example_batch: dict) -> TrainState:
+        x = jnp.asarray(example_batch["x"])
+        self.info.check_batch(x)
+        x_in = x.reshape(x.shape[0], -1) if self.config.model.arch == "mlp" else x
+        params = self.net.init({"params": rng}, x_in, jnp.zeros((x.shape[0],), jnp.float32))["params"]
+        return TrainState.create(params, self.tx, self.config.train.ema_decay)
+
+    def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
+        loss, grads = jax.value_and_grad(self._loss)(state.params, batch["x"], rng, True)
+        return state.apply_gradients(grads), {"loss": loss}
+
+    def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
+        return {"loss": self._loss(state.eval_params, batch["x"], rng, False)}
+
+    def sample(self, state: TrainState, rng: jax.Array, num: int, method: str | None = None,
+               num_steps: int | None = None) -> jax.Array:
+        """``num`` samples by ``sampler.method`` (or ``method``) with ``num_steps`` steps."""
+        s = self.config.sampler
+        method = method or s.method
+        n = num_steps or s.num_steps
+        shape = (num, *self.info.shape)
+        score = self.score_fn(state.eval_params)
+        if method == "euler_maruyama":
+            x = sde_lib.euler_maruyama(score, self.sde, shape, rng, n)
+        elif method == "pc":
+            x = sde_lib.predictor_corrector(score, self.sde, shape, rng, n, s.snr, s.corrector_steps)
+        elif method == "ode":
+            x, _ = sde_lib.ode_sample(score, self.sde, shape, rng, s.ode_solver, n, s.rtol, s.atol)
+        else:
+            raise ConfigError(f"unknown sampler {method!r}; known: {', '.join(sde_lib.SAMPLERS)}")
+        return jnp.clip(x, self.lo, self.hi) if self.info.kind == "image" else x
+
+    def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array) -> jax.Array:
+        """log p(x) in nats per example through the probability-flow ODE (``sampler.ode_solver``,
+        ``sampler.divergence``); for dequantized images a bound on the discrete scale."""
+        s = self.config.sampler
+        lp, _ = sde_lib.ode_log_prob(self.score_fn(state.eval_params), self.sde, x, rng, s.divergence,
+                                     s.ode_solver, s.num_steps, s.rtol, s.atol)
+        return lp + self.offset
+
+
+@register("score_sde")
+def make_score_sde(config: ml_collections.ConfigDict) -> ScoreSDE:
+    """Factory registered as "score_sde"."""
+    return ScoreSDE(config)

@@ -1,0 +1,296 @@
+"""FID's Inception network in Flax: the FID variant of InceptionV3, and loading its weights.
+
+This is the network of the TF FID code (Heusel et al., 2017; the graph
+``pt_inception-2015-12-05``) as ported by pytorch-fid: torchvision's InceptionV3
+layout with the FID blocks' differences (average pools that exclude padding,
+a max pool in the last block's pool branch, 1008 logits). Inputs in [0, 1] are
+resized to 299x299 (bilinear, half-pixel centres, no antialiasing: pytorch-fid's
+``F.interpolate(..., align_corners=False)``) and scaled to [-1, 1]; the
+2048-d output of the final average pool ("pool3") gives FID and KID, the logits
+give the Inception Score.
+
+Weights are never downloaded. ``config.eval.inception_path`` names a local
+.npz made by :mod:`gen_jax.metrics.inception_convert` from pytorch-fid's
+``pt_inception-2015-12-05-6726825d.pth`` (see :data:`WEIGHTS_HELP`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gen_jax.errors import ConfigError
+from gen_jax.metrics.frechet import FeatureStats
+
+RESOLUTION = 299
+NUM_LOGITS = 1008
+POOL_DIM = 2048
+WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+               "pt_inception-2015-12-05-6726825d.pth")
+WEIGHTS_HELP = (
+    "FID needs the standard FID Inception weights as a local file (nothing is downloaded). On a machine "
+    f"with internet and PyTorch: download {WEIGHTS_URL} (pytorch-fid's port of the TF FID graph "
+    "pt_inception-2015-12-05), run `python -m gen_jax.metrics.inception_convert "
+    "pt_inception-2015-12-05-6726825d.pth fid_inception.npz`, copy the .npz here and pass "
+    "--config.eval.inception_path=/path/to/fid_inception.npz")
+
+_Pad = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _pad(ph: int, pw: int) -> _Pad:
+    return ((ph, ph), (pw, pw))
+
+
+class BasicConv(nn.Module):
+    """Conv (no bias) -> BatchNorm (eps 1e-3, running statistics) -> ReLU."""
+
+    features: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: _Pad = ((0, 0), (0, 0))
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Conv(self.features, self.kernel, self.strides, padding=self.padding, use_bias=False,
+                    name="conv")(x)
+        x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
+        return nn.relu(x)
+
+
+def _avg_pool(x: jax.Array) -> jax.Array:
+    # FID blocks: 3x3 / stride 1 / pad 1 average that ignores the padding.
+    return nn.avg_pool(x, (3, 3), (1, 1), padding=_pad(1, 1), count_include_pad=False)
+
+
+def _max_pool_s2(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (3, 3), (2, 2))
+
+
+class InceptionA(nn.Module):
+    """Mixed_5b/5c/5d (FIDInceptionA)."""
+
+    pool_features: int
+
+    @nn.compact
+    def __call__(self, x):
+        b1 = BasicConv(64, (1, 1), name="branch1x1")(x)
+        b5 = BasicConv(48, (1, 1), name="branch5x5_1")(x)
+        b5 = BasicConv(64, (5, 5), padding=_pad(2, 2), name="branch5x5_2")(b5)
+        b3 = BasicConv(64, (1, 1), name="branch3x3dbl_1")(x)
+        b3 = BasicConv(96, (3, 3), padding=_pad(1, 1), name="branch3x3dbl_2")(b3)
+        b3 = BasicConv(96, (3, 3), padding=_pad(1, 1), name="branch3x3dbl_3")(b3)
+        bp = BasicConv(self.pool_features, (1, 1), name="branch_pool")(_avg_pool(x))
+        return jnp.concatenate([b1, b5, b3, bp], -1)
+
+
+class InceptionB(nn.Module):
+    """Mixed_6a (grid reduction 35 -> 17)."""
+
+    @nn.compact
+    def __call__(self, x):
+        b3 = BasicConv(384, (3, 3), (2, 2), name="branch3x3")(x)
+        bd = BasicConv(64, (1, 1), name="branch3x3dbl_1")(x)
+        bd = BasicConv(96, (3, 3), padding=_pad(1, 1), name="branch3x3dbl_2")(bd)
+        bd = BasicConv(96, (3, 3), (2, 2), name="branch3x3dbl_3")(bd)
+        return jnp.concatenate([b3, bd, _max_pool_s2(x)], -1)
+
+
+class InceptionC(nn.Module):
+    """Mixed_6b..6e (FIDInceptionC): factorized 7x7 convolutions."""
+
+    channels_7x7: int
+
+    @nn.compact
+    def __call__(self, x):
+        c7 = self.channels_7x7
+        b1 = BasicConv(192, (1, 1), name="branch1x1")(x)
+        b7 = BasicConv(c7, (1, 1), name="branch7x7_1")(x)
+        b7 = BasicConv(c7, (1, 7), padding=_pad(0, 3), name="branch7x7_2")(b7)
+        b7 = BasicConv(192, (7, 1), padding=_pad(3, 0), name="branch7x7_3")(b7)
+        bd = BasicConv(c7, (1, 1), name="branch7x7dbl_1")(x)
+        bd = BasicConv(c7, (7, 1), padding=_pad(3, 0), name="branch7x7dbl_2")(bd)
+        bd = BasicConv(c7, (1, 7), padding=_pad(0, 3), name="branch7x7dbl_3")(bd)
+        bd = BasicConv(c7, (7, 1), padding=_pad(3, 0), name="branch7x7dbl_4")(bd)
+        bd = BasicConv(192, (1, 7), padding=_pad(0, 3), name="branch7x7dbl_5")(bd)
+        bp = BasicConv(192, (1, 1), name="branch_pool")(_avg_pool(x))
+        return jnp.concatenate([b1, b7, bd, bp], -1)
+
+
+class InceptionD(nn.Module):
+    """Mixed_7a (grid reduction 17 -> 8)."""
+
+    @nn.compact
+    def __call__(self, x):
+        b3 = BasicConv(192, (1, 1), name="branch3x3_1")(x)
+        b3 = BasicConv(320, (3, 3), (2, 2), name="branch3x3_2")(b3)
+        b7 = BasicConv(192, (1, 1), name="branch7x7x3_1")(x)
+        b7 = BasicConv(192, (1, 7), padding=_pad(0, 3), name="branch7x7x3_2")(b7)
+        b7 = BasicConv(192, (7, 1), padding=_pad(3, 0), name="branch7x7x3_3")(b7)
+        b7 = BasicConv(192, (3, 3), (2, 2), name="branch7x7x3_4")(b7)
+        return jnp.concatenate([b3, b7, _max_pool_s2(x)], -1)
+
+
+class InceptionE(nn.Module):
+    """Mixed_7b (FIDInceptionE_1: padding-excluding average pool) and Mixed_7c
+    (FIDInceptionE_2: a 3x3 / stride 1 max pool in the pool branch, a bug of the
+    original TF graph that FID keeps)."""
+
+    max_pool: bool
+
+    @nn.compact
+    def __call__(self, x):
+        b1 = BasicConv(320, (1, 1), name="branch1x1")(x)
+        b3 = BasicConv(384, (1, 1), name="branch3x3_1")(x)
+        b3 = jnp.concatenate([BasicConv(384, (1, 3), padding=_pad(0, 1), name="branch3x3_2a")(b3),
+                              BasicConv(384, (3, 1), padding=_pad(1, 0), name="branch3x3_2b")(b3)], -1)
+        bd = BasicConv(448, (1, 1), name="branch3x3dbl_1")(x)
+        bd = BasicConv(384, (3, 3), padding=_pad(1, 1), name="branch3x3dbl_2")(bd)
+        bd = jnp.concatenate([BasicConv(384, (1, 3), padding=_pad(0, 1), name="branch3x3dbl_3a")(bd),
+                              BasicConv(384, (3, 1), padding=_pad(1, 0), name="branch3x3dbl_3b")(bd)], -1)
+        pooled = (nn.max_pool(x, (3, 3), (1, 1), padding=_pad(1, 1)) if self.max_pool else _avg_pool(x))
+        bp = BasicConv(192, (1, 1), name="branch_pool")(pooled)
+        return jnp.concatenate([b1, b3, bd, bp], -1)
+
+
+def fid_preprocess(images: jax.Array) -> jax.Array:
+    """[0, 1] NHWC images (1 or 3 channels) -> (N, 299, 299, 3) in [-1, 1], as pytorch-fid.
+
+    Bilinear with half-pixel centres and edge clamping and no antialiasing is
+    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``.
+    """
+    x = jnp.asarray(images, jnp.float32)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"FID Inception takes NHWC images with 1 or 3 channels, got shape {x.shape}")
+    if x.shape[-1] == 1:
+        x = jnp.repeat(x, 3, axis=-1)  # grayscale: the same image in R, G and B
+    x = jax.image.resize(x, (x.shape[0], RESOLUTION, RESOLUTION, 3), "bilinear", antialias=False)
+    return 2.0 * x - 1.0
+
+
+class InceptionV3(nn.Module):
+    """The FID InceptionV3. Call on NHWC images in [0, 1] (1 or 3 channels, any size).
+
+    Returns:
+      {"pool": (N, 2048) pool3 features, "logits": (N, 1008)}.
+    """
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
+        x = fid_preprocess(images)
+        x = BasicConv(32, (3, 3), (2, 2), name="Conv2d_1a_3x3")(x)
+        x = BasicConv(32, (3, 3), name="Conv2d_2a_3x3")(x)
+        x = BasicConv(64, (3, 3), padding=_pad(1, 1), name="Conv2d_2b_3x3")(x)
+        x = _max_pool_s2(x)
+        x = BasicConv(80, (1, 1), name="Conv2d_3b_1x1")(x)
+        x = BasicConv(192, (3, 3), name="Conv2d_4a_3x3")(x)
+        x = _max_pool_s2(x)
+        x = InceptionA(32, name="Mixed_5b")(x)
+        x = InceptionA(64, name="Mixed_5c")(x)
+        x = InceptionA(64, name="Mixed_5d")(x)
+        x = InceptionB(name="Mixed_6a")(x)
+        for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
+            x = InceptionC(c7, name=name)(x)
+        x = InceptionD(name="Mixed_7a")(x)
+        x = InceptionE(max_pool=False, name="Mixed_7b")(x)
+        x = InceptionE(max_pool=True, name="Mixed_7c")(x)
+        pool = x.mean((1, 2))
+        return {"pool": pool, "logits": nn.Dense(NUM_LOGITS, name="fc")(pool)}
+
+
+@functools.lru_cache(maxsize=1)
+def abstract_variables() -> Any:
+    """The variables' shapes and dtypes ({"params", "batch_stats"}), without computing them."""
+    return jax.eval_shape(InceptionV3().init, jax.random.key(0), jnp.zeros((1, 75, 75, 3)))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}/{k}" if prefix else k
+        out.update(_flatten(v, key) if isinstance(v, dict) else {key: v})
+    return out
+
+
+def load_inception_variables(path: str | Path) -> dict:
+    """Reads the FID Inception weights from a converted .npz (never downloads).
+
+    Args:
+      path: the file (``config.eval.inception_path``).
+
+    Returns:
+      Flax variables {"params", "batch_stats"} for :class:`InceptionV3`.
+
+    Raises:
+      ConfigError: no path, a missing file, or a file whose arrays do not match
+        the network (the message says how to obtain the right file).
+    """
+    if not path:
+        raise ConfigError(f"FID is unavailable: config key eval.inception_path is empty. {WEIGHTS_HELP}")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"FID is unavailable: eval.inception_path={str(path)!r} does not exist. "
+                          f"{WEIGHTS_HELP}")
+    if path.suffix != ".npz":
+        raise ConfigError(f"eval.inception_path={str(path)!r} is not an .npz; convert the PyTorch file "
+                          f"first. {WEIGHTS_HELP}")
+    expected = _flatten(abstract_variables())
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    bad = [k for k in expected if k in arrays and arrays[k].shape != expected[k].shape]
+    if missing or extra or bad:
+        raise ConfigError(f"{path} is not an FID Inception weight file: missing {missing[:3]}, "
+                          f"unexpected {extra[:3]}, wrong shapes {bad[:3]} ({len(missing)}, {len(extra)}, "
+                          f"{len(bad)} in all). {WEIGHTS_HELP}")
+    variables: dict = {}
+    for key, value in arrays.items():
+        node = variables
+        *parents, leaf = key.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = jnp.asarray(value, jnp.float32)
+    return variables
+
+
+def inception_apply_fn(variables: dict):
+    """A jitted ``images -> {"pool", "logits"}`` for the loaded variables."""
+    model = InceptionV3()
+    return jax.jit(lambda x: model.apply(variables, x))
+
+
+def inception_features(apply_fn, batches: Iterable[np.ndarray],
+                       keep_logits: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(pool features, logits) for each batch of [0, 1] NHWC images, as float64 NumPy.
+
+    A batch smaller than the first (the last one) is zero-padded to its size and
+    the padding's outputs dropped, so the network compiles once.
+    """
+    size = None
+    for x in batches:
+        x = np.asarray(x, np.float32)
+        n = len(x)
+        size = size or n
+        if n < size:
+            x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), np.float32)])
+        out = jax.device_get(apply_fn(jnp.asarray(x)))
+        yield (np.asarray(out["pool"], np.float64)[:n],
+               np.asarray(out["logits"])[:n] if keep_logits else None)
+
+
+def streaming_stats(apply_fn, batches: Iterable[np.ndarray]) -> FeatureStats:
+    """Pool3 :class:`FeatureStats` of all batches, never holding more than one batch's features."""
+    stats = FeatureStats.empty(POOL_DIM)
+    for pool, _ in inception_features(apply_fn, batches, keep_logits=False):
+        stats = stats.update(pool)
+    return stats
+
+
+__all__ = ["InceptionV3", "WEIGHTS_HELP", "abstract_variables", "fid_preprocess", "inception_apply_fn",
+           "inception_features", "load_inception_variables", "streaming_stats"]

@@ -1,0 +1,96 @@
+"""Samplers with the exact ε of Gaussian data: every sampler reproduces the data's
+mean and covariance; DDIM(η=0) is deterministic; DPM-Solver-1 is DDIM; higher
+DPM-Solver orders converge faster; step spacings are valid."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gen_jax.diffusion import samplers
+from gen_jax.diffusion.schedules import get_schedule
+from gen_jax.errors import ConfigError
+
+MU = np.array([0.5, -0.3])
+LCHOL = np.array([[0.6, 0.0], [0.3, 0.4]])
+SIGMA = LCHOL @ LCHOL.T
+SCHED = get_schedule("linear", 200)
+N = 4000
+
+
+def exact_eps(scale: float = 1.0):
+    """ε*(x_t, t) for data N(MU, SIGMA); ``scale`` != 1 makes a wrong model."""
+    ab = jnp.asarray(SCHED.alphas_cumprod, jnp.float32)
+    d, u = np.linalg.eigh(SIGMA)  # (a Σ + (1-a) I)^-1 = U diag(1 / (a d + 1 - a)) Uᵀ
+    u, d, mu = jnp.asarray(u, jnp.float32), jnp.asarray(d, jnp.float32), jnp.asarray(MU, jnp.float32)
+
+    def fn(x, t):
+        a = ab[t][:, None]
+        r = (x - jnp.sqrt(a) * mu) @ u
+        return scale * jnp.sqrt(1 - a) * (r / (a * d + 1 - a)) @ u.T
+
+    return fn
+
+
+CASES = [("ddpm", 200, {}), ("ddpm", 50, {"variance": "beta"}), ("ddim", 100, {}),
+         ("ddim", 100, {"eta": 1.0}), ("dpm_solver", 30, {"order": 1}),
+         ("dpm_solver", 12, {"order": 2}), ("dpm_solver", 8, {"order": 3}),
+         ("dpm_solver++", 20, {}), ("dpm_solver++", 15, {"order": 3}),
+         ("ddim", 50, {"spacing": "quadratic"})]
+
+
+@pytest.mark.parametrize("method,steps,opts", CASES)
+def test_sampler_matches_gaussian_data_moments(method, steps, opts):
+    x = np.asarray(samplers.sample(exact_eps(), SCHED, (N, 2), jax.random.key(0), method, steps, **opts))
+    assert np.abs(x.mean(0) - MU).max() < 0.035
+    assert np.abs(np.cov(x.T) - SIGMA).max() < 0.05
+
+
+def test_a_wrong_model_is_caught():
+    x = np.asarray(samplers.sample(exact_eps(0.85), SCHED, (N, 2), jax.random.key(0), "dpm_solver++", 20))
+    assert np.abs(np.cov(x.T) - SIGMA).max() > 0.1
+
+
+def test_ddim_deterministic_and_dpm_solver_1_equals_ddim():
+    x_t = jax.random.normal(jax.random.key(5), (256, 2))
+
+    def sampler(method, steps, **o):  # one compile per setting; the key is an argument
+        return jax.jit(lambda key: samplers.sample(exact_eps(), SCHED, (256, 2), key, method, steps,
+                                                   x_T=x_t, **o))
+
+    ddim = sampler("ddim", 11, spacing="logsnr")
+    a, b = np.asarray(ddim(jax.random.key(1))), np.asarray(ddim(jax.random.key(2)))
+    np.testing.assert_array_equal(a, b)
+    ddim_eta = sampler("ddim", 11, spacing="logsnr", eta=1.0)
+    assert np.abs(a - np.asarray(ddim_eta(jax.random.key(1)))).max() > 0.1  # η = 1 injects noise
+    # DPM-Solver-1 over the same 11 indices (10 steps, then x̂_0 at t = 0) is DDIM(η=0).
+    d = np.asarray(sampler("dpm_solver", 10, order=1, denoise_to_zero=True)(jax.random.key(3)))
+    np.testing.assert_allclose(d, a, rtol=2e-3, atol=2e-3)
+    assert samplers.nfe("dpm_solver", 10, order=1, denoise_to_zero=True) == 11
+    # Error against a fine solve shrinks with the order at equal step counts.
+    ref = np.asarray(sampler("dpm_solver", 60, order=3, spacing="uniform")(jax.random.key(0)))
+    errs = [np.sqrt(np.mean((np.asarray(sampler("dpm_solver", 6, order=k)(jax.random.key(0))) - ref) ** 2))
+            for k in (1, 2, 3)]
+    assert errs[0] > 1.5 * errs[1] > 6 * errs[2], errs
+
+
+def test_timestep_spacings_and_option_errors():
+    for spacing in samplers.SPACINGS:
+        for n in (1, 2, 10, 150, 200):
+            ts = samplers.timesteps(SCHED, n, spacing)
+            assert len(ts) == n and ts[-1] == 199 and np.all(np.diff(ts) > 0) and ts[0] >= 0
+            if n > 1:
+                assert ts[0] == 0
+    q = samplers.timesteps(SCHED, 10, "quadratic")
+    assert q[1] < samplers.timesteps(SCHED, 10, "uniform")[1]
+    lam = SCHED.log_snr[samplers.timesteps(SCHED, 8, "logsnr")]
+    gaps = -np.diff(lam)
+    assert gaps[1:-1].max() < 1.5 * gaps[1:-1].min()  # ~uniform in log-SNR away from the rounded ends
+    with pytest.raises(ConfigError, match="valid: clip_x0, eta, spacing, x_T"):
+        samplers.sample(exact_eps(), SCHED, (4, 2), jax.random.key(0), "ddim", 5, order=2)
+    with pytest.raises(ConfigError, match="known: ddpm, ddim, dpm_solver, dpm_solver"):
+        samplers.sample(exact_eps(), SCHED, (4, 2), jax.random.key(0), "heun", 5)
+    with pytest.raises(ConfigError, match="spacing"):
+        samplers.timesteps(SCHED, 5, "cubic")
