@@ -51,8 +51,10 @@ def spectral_normalize(module: nn.Module, kernel: jax.Array, update: bool, n_ite
     """``kernel / sigma(kernel)``, keeping the power-iteration vector in ``module``'s
     ``"spectral"`` collection (call inside a compact method)."""
     mat = kernel.reshape(-1, kernel.shape[-1])
+    # The starting vector is drawn once, at init, from the module's "params" stream
+    # (no fixed key): afterwards it is state, refined by every training call.
     u_var = module.variable("spectral", "u", lambda: _normalize(
-        jax.random.normal(jax.random.key(0), (mat.shape[-1],), kernel.dtype)))
+        jax.random.normal(module.make_rng("params"), (mat.shape[-1],), kernel.dtype)))
     sigma, u = power_iteration(mat, u_var.value, n_iters)
     if update and not module.is_initializing():
         u_var.value = u
