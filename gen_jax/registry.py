@@ -18,7 +18,7 @@ from gen_jax.errors import ConfigError
 _FAMILY_MODULES = ("gen_jax.autoencoders", "gen_jax.classical", "gen_jax.autoregressive",
                    "gen_jax.gans", "gen_jax.flows", "gen_jax.diffusion")
 
-_FACTORIES: dict[str, Callable[[ml_collections.ConfigDict], "Method"]] = {}
+_FACTORIES: dict[str, Callable[[ml_collections.ConfigDict, Any], "Method"]] = {}
 
 
 @runtime_checkable
@@ -46,7 +46,7 @@ class Method(Protocol):
 
 
 def register(name: str) -> Callable:
-    """Decorator registering ``factory(config) -> Method`` under ``name``."""
+    """Decorator registering ``factory(config, info) -> Method`` under ``name``."""
 
     def wrap(factory: Callable) -> Callable:
         if name in _FACTORIES and _FACTORIES[name] is not factory:
@@ -68,8 +68,14 @@ def available() -> list[str]:
     return sorted(_FACTORIES)
 
 
-def build(config: ml_collections.ConfigDict) -> Method:
+def build(config: ml_collections.ConfigDict, info: Any = None) -> Method:
     """Returns the Method named by ``config.method``, built from ``config``.
+
+    Args:
+      config: the experiment config.
+      info: the :class:`~gen_jax.data.DataInfo` of ``config.data``, as the runtime
+        computed it; None = computed here (a notebook convenience: it opens the
+        dataset's training split once).
 
     Raises:
       ConfigError: unknown method name (the message lists the known ones), or a
@@ -79,4 +85,8 @@ def build(config: ml_collections.ConfigDict) -> Method:
     name = config.method
     if name not in _FACTORIES:
         raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(sorted(_FACTORIES))}")
-    return _FACTORIES[name](config)
+    if info is None:
+        from gen_jax.data import dataset_info  # the runtime passes it; data imports no family
+
+        info = dataset_info(config.data)
+    return _FACTORIES[name](config, info)

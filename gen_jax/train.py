@@ -68,14 +68,15 @@ def setup(config: ml_collections.ConfigDict | None, workdir: str | Path) -> Run:
     if config is None:
         config = workdir_config(workdir)
     validate_config(config)
-    method = registry.build(config)
+    info = data_lib.dataset_info(config.data)
+    method = registry.build(config, info)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.data.batch_size, mesh)
     parallel.check_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
     # One key per purpose; every use below derives from its own key with fold_in.
     names = ("init", "train", "eval", "log_prob", "sample", "figures", "bench")
     keys = dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names)), strict=True))
-    return Run(config, Path(workdir), method, mesh, data_lib.dataset_info(config.data), keys)
+    return Run(config, Path(workdir), method, mesh, info, keys)
 
 
 def _example_batch(run: Run) -> dict:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import dataset_info
+from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
 from gen_jax.nn import MLP, ConvDecoder, ConvEncoder
 from gen_jax.registry import register
@@ -180,10 +180,10 @@ class Autoencoder:
     """The AE / DAE / SAE Method (see gen_jax.registry.Method); ``kind`` is the
     registered name, which decides which options must be set."""
 
-    def __init__(self, config: ml_collections.ConfigDict, kind: str):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo, kind: str):
         self.config, self.kind = config, kind
         m = config.model
-        self.info = dataset_info(config.data)
+        self.info = info
         if m.arch not in ("conv", "mlp"):
             raise ConfigError(f"model.arch must be 'conv' or 'mlp', got {m.arch!r}")
         if m.arch == "conv" and self.info.kind != "image":
@@ -317,18 +317,18 @@ class Autoencoder:
 
 
 @register("ae")
-def make_ae(config: ml_collections.ConfigDict) -> Autoencoder:
+def make_ae(config: ml_collections.ConfigDict, info: DataInfo) -> Autoencoder:
     """Factory registered as "ae" (model.noise and model.sparsity must be 'none')."""
-    return Autoencoder(config, "ae")
+    return Autoencoder(config, info, "ae")
 
 
 @register("dae")
-def make_dae(config: ml_collections.ConfigDict) -> Autoencoder:
+def make_dae(config: ml_collections.ConfigDict, info: DataInfo) -> Autoencoder:
     """Factory registered as "dae" (model.noise must be set)."""
-    return Autoencoder(config, "dae")
+    return Autoencoder(config, info, "dae")
 
 
 @register("sae")
-def make_sae(config: ml_collections.ConfigDict) -> Autoencoder:
+def make_sae(config: ml_collections.ConfigDict, info: DataInfo) -> Autoencoder:
     """Factory registered as "sae" (model.sparsity must be set)."""
-    return Autoencoder(config, "sae")
+    return Autoencoder(config, info, "sae")

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from gen_jax.config import apply_overrides
-from gen_jax.data import dataset_info, load_split
+from gen_jax.data import DataInfo, load_split
 from gen_jax.errors import ConfigError
 from gen_jax.nn.attention import Transformer, patchify, sincos_pos_embed_2d, unpatchify
 from gen_jax.registry import register
@@ -163,10 +163,10 @@ def _patch_gaussian_chol(stats: dict) -> tuple[jax.Array, jax.Array]:
 class MAE:
     """The MAE Method (see gen_jax.registry.Method)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config = config
         m = config.model
-        self.info = dataset_info(config.data)
+        self.info = info
         if self.info.kind != "image":
             raise ConfigError(f"the MAE needs image data; {self.info.name!r} is vector data")
         h, w, c = self.info.shape
@@ -407,6 +407,6 @@ def linear_probe(method: MAE, state: TrainState, pool: str = "mean",
 
 
 @register("mae")
-def make_mae(config: ml_collections.ConfigDict) -> MAE:
+def make_mae(config: ml_collections.ConfigDict, info: DataInfo) -> MAE:
     """Factory registered as "mae"."""
-    return MAE(config)
+    return MAE(config, info)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import dataset_info, discrete_log_prob_offset
+from gen_jax.data import DataInfo, discrete_log_prob_offset
 from gen_jax.errors import ConfigError
 from gen_jax.nn import MLP, ConvDecoder, ConvEncoder
 from gen_jax.registry import register
@@ -104,10 +104,10 @@ def diag_gaussian_log_prob(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> 
 class VAE:
     """The VAE Method (see gen_jax.registry.Method)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config = config
         m = config.model
-        self.info = dataset_info(config.data)
+        self.info = info
         if m.decoder not in ("gaussian", "bernoulli"):
             raise ConfigError(f"model.decoder must be 'gaussian' or 'bernoulli', got {m.decoder!r}")
         if m.decoder_std not in ("learned", "network", "fixed"):
@@ -289,7 +289,7 @@ class VAE:
 
 
 @register("vae")
-def make_vae(config: ml_collections.ConfigDict) -> VAE:
+def make_vae(config: ml_collections.ConfigDict, info: DataInfo) -> VAE:
     """Factory registered as "vae"."""
-    return VAE(config)
+    return VAE(config, info)
 

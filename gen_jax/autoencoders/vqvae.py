@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import dataset_info
+from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
 from gen_jax.nn import upsample_block
 from gen_jax.registry import register
@@ -240,10 +240,10 @@ class VQMethod:
       levels: names of its quantizer submodules, in the order of ``auxes``.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, net: nn.Module, levels: tuple[str, ...]):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo, net: nn.Module, levels: tuple[str, ...]):
         self.config = config
         self.net, self.levels = net, levels
-        self.info = dataset_info(config.data)
+        self.info = info
         m = config.model
         if m.codebook not in CODEBOOK_MODES:
             raise ConfigError(f"unknown model.codebook {m.codebook!r}; known: {', '.join(CODEBOOK_MODES)}")
@@ -368,10 +368,10 @@ class VQMethod:
 
 
 @register("vqvae")
-def make_vqvae(config: ml_collections.ConfigDict) -> VQMethod:
+def make_vqvae(config: ml_collections.ConfigDict, info: DataInfo) -> VQMethod:
     """Factory registered as "vqvae"."""
     m = config.model
-    c = dataset_info(config.data).shape[-1]
+    c = info.shape[-1]
     net = VQVAENet(c, m.channels, m.num_res, m.downsample, m.num_codes, m.code_dim,
                    m.codebook == "ema", m.upsample)
-    return VQMethod(config, net, ("vq",))
+    return VQMethod(config, info, net, ("vq",))

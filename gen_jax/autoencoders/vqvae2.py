@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from gen_jax.autoencoders.vqvae import VectorQuantizer, VQDecoder, VQEncoder, VQMethod
-from gen_jax.data import dataset_info
+from gen_jax.data import DataInfo
 from gen_jax.registry import register
 
 
@@ -69,11 +69,11 @@ class VQVAE2Net(nn.Module):
 
 
 @register("vqvae2")
-def make_vqvae2(config: ml_collections.ConfigDict) -> VQMethod:
+def make_vqvae2(config: ml_collections.ConfigDict, info: DataInfo) -> VQMethod:
     """Factory registered as "vqvae2" (the config keys of "vqvae"; ``model.downsample``
     sets the bottom map's halvings, the top map has one more)."""
     m = config.model
-    c = dataset_info(config.data).shape[-1]
+    c = info.shape[-1]
     net = VQVAE2Net(c, m.channels, m.num_res, m.downsample, m.num_codes, m.code_dim,
                     m.codebook == "ema", m.upsample)
-    return VQMethod(config, net, ("vq_top", "vq_bottom"))
+    return VQMethod(config, info, net, ("vq_top", "vq_bottom"))

@@ -23,7 +23,7 @@ import ml_collections
 
 from gen_jax.autoregressive.heads import make_head
 from gen_jax.autoregressive.networks import ARCHS
-from gen_jax.data import dataset_info
+from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
@@ -78,10 +78,10 @@ class PixelCNN:
     head ("categorical" | "logistic_mixture"), num_mixtures, conditional.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, arch: str):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo, arch: str):
         self.config = config
         m, d = config.model, config.data
-        self.info = dataset_info(d)
+        self.info = info
         if self.info.kind != "image":
             raise ConfigError(f"{config.method} models images; {self.info.name!r} is vector data")
         if d.dequantize != "none":
@@ -194,12 +194,12 @@ class PixelCNN:
 
 
 @register("pixelcnn")
-def make_pixelcnn(config: ml_collections.ConfigDict) -> PixelCNN:
+def make_pixelcnn(config: ml_collections.ConfigDict, info: DataInfo) -> PixelCNN:
     """Factory registered as "pixelcnn" (masked convolutions, van den Oord et al., 2016)."""
-    return PixelCNN(config, "pixelcnn")
+    return PixelCNN(config, info, "pixelcnn")
 
 
 @register("gated_pixelcnn")
-def make_gated_pixelcnn(config: ml_collections.ConfigDict) -> PixelCNN:
+def make_gated_pixelcnn(config: ml_collections.ConfigDict, info: DataInfo) -> PixelCNN:
     """Factory registered as "gated_pixelcnn" (vertical/horizontal stacks, optional class bias)."""
-    return PixelCNN(config, "gated")
+    return PixelCNN(config, info, "gated")

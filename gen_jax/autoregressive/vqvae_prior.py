@@ -26,7 +26,7 @@ import ml_collections
 from gen_jax import registry
 from gen_jax.autoregressive.heads import CategoricalHead
 from gen_jax.autoregressive.pixelcnn import autoregressive_sample, build_net
-from gen_jax.data import dataset_info
+from gen_jax.data import DataInfo
 from gen_jax.errors import CheckpointError, ConfigError
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
@@ -70,11 +70,11 @@ class VQVAEPrior:
     num_layers, first_kernel, kernel, head_features, conditional.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config = config
         m = config.model
         self.vq, self.vq_vars = load_vqvae(m.vqvae_workdir)
-        self.info = dataset_info(config.data)
+        self.info = info
         vq_data = self.vq.config.data
         if (self.info.shape != self.vq.info.shape
                 or tuple(config.data.value_range) != tuple(vq_data.value_range)):
@@ -168,6 +168,6 @@ class VQVAEPrior:
 
 
 @register("vqvae_prior")
-def make_vqvae_prior(config: ml_collections.ConfigDict) -> VQVAEPrior:
+def make_vqvae_prior(config: ml_collections.ConfigDict, info: DataInfo) -> VQVAEPrior:
     """Factory registered as "vqvae_prior"."""
-    return VQVAEPrior(config)
+    return VQVAEPrior(config, info)

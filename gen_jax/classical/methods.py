@@ -36,7 +36,7 @@ from gen_jax.classical.pca import (
     ppca_log_prob,
     ppca_sample,
 )
-from gen_jax.data import dataset_info, discrete_log_prob_offset, load_split
+from gen_jax.data import DataInfo, discrete_log_prob_offset, load_split
 from gen_jax.errors import ConfigError
 from gen_jax.registry import register
 
@@ -54,14 +54,14 @@ class _FittedModel:
     # The config.model keys a subclass reads.
     model_keys: tuple[str, ...] = ()
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config = config
         name = config.method
         missing = [k for k in self.model_keys if k not in config.model]
         if missing:
             raise ConfigError(f"method {name!r} needs config.model keys {list(self.model_keys)}; "
                               f"missing: {missing}")
-        self.info = dataset_info(config.data)
+        self.info = info
         offset = discrete_log_prob_offset(self.info, config.data)
         if offset is None:
             raise ConfigError(f"method {name!r} is a continuous density: on images set "
@@ -210,18 +210,18 @@ class PCA(_FittedModel):
 
 
 @register("gaussian")
-def make_gaussian(config: ml_collections.ConfigDict) -> Gaussian:
+def make_gaussian(config: ml_collections.ConfigDict, info: DataInfo) -> Gaussian:
     """Factory registered as "gaussian"."""
-    return Gaussian(config)
+    return Gaussian(config, info)
 
 
 @register("gmm")
-def make_gmm(config: ml_collections.ConfigDict) -> GMM:
+def make_gmm(config: ml_collections.ConfigDict, info: DataInfo) -> GMM:
     """Factory registered as "gmm"."""
-    return GMM(config)
+    return GMM(config, info)
 
 
 @register("pca")
-def make_pca(config: ml_collections.ConfigDict) -> PCA:
+def make_pca(config: ml_collections.ConfigDict, info: DataInfo) -> PCA:
     """Factory registered as "pca"."""
-    return PCA(config)
+    return PCA(config, info)

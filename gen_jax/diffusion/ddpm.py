@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import dataset_info
+from gen_jax.data import DataInfo
 from gen_jax.diffusion import losses, process, samplers
 from gen_jax.diffusion.schedules import get_schedule
 from gen_jax.diffusion.unet import MLPDenoiser, UNet
@@ -68,10 +68,10 @@ def build_network(config: ml_collections.ConfigDict, info: Any, out_mult: int = 
 class DDPM:
     """The DDPM Method (see gen_jax.registry.Method)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config = config
         m, d = config.model, config.data
-        self.info = dataset_info(d)
+        self.info = info
         _check(m.pred, process.PREDICTIONS, "model.pred")
         _check(m.variance, process.VARIANCES, "model.variance")
         _check(m.loss, LOSSES, "model.loss")
@@ -261,6 +261,6 @@ class DDPM:
 
 
 @register("ddpm")
-def make_ddpm(config: ml_collections.ConfigDict) -> DDPM:
+def make_ddpm(config: ml_collections.ConfigDict, info: DataInfo) -> DDPM:
     """Factory registered as "ddpm"."""
-    return DDPM(config)
+    return DDPM(config, info)

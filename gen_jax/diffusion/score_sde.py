@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import dataset_info, discrete_log_prob_offset
+from gen_jax.data import DataInfo, discrete_log_prob_offset
 from gen_jax.diffusion import sde as sde_lib
 from gen_jax.diffusion.ddpm import build_network
 from gen_jax.errors import ConfigError
@@ -34,10 +34,10 @@ from gen_jax.state import TrainState, make_optimizer
 class ScoreSDE:
     """The score-SDE Method (see gen_jax.registry.Method)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config = config
         m, s = config.model, config.sampler
-        self.info = dataset_info(config.data)
+        self.info = info
         self.sde = sde_lib.SDE(m.sde, m.beta_min, m.beta_max, m.sigma_min, m.sigma_max, m.t_eps)
         for value, valid, key in ((s.method, sde_lib.SAMPLERS, "sampler.method"),
                                   (s.ode_solver, sde_lib.ODE_SOLVERS, "sampler.ode_solver"),
@@ -127,6 +127,6 @@ class ScoreSDE:
 
 
 @register("score_sde")
-def make_score_sde(config: ml_collections.ConfigDict) -> ScoreSDE:
+def make_score_sde(config: ml_collections.ConfigDict, info: DataInfo) -> ScoreSDE:
     """Factory registered as "score_sde"."""
-    return ScoreSDE(config)
+    return ScoreSDE(config, info)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import bits_per_dim, dataset_info, discrete_log_prob_offset
+from gen_jax.data import DataInfo, bits_per_dim, discrete_log_prob_offset
 from gen_jax.errors import ConfigError
 from gen_jax.flows.architectures import (
     BUILDERS,
@@ -84,11 +84,11 @@ def discrete_bits_per_dim(log_density: Array, offset: float, dim: int) -> Array:
 class Flow:
     """A flow Method (see gen_jax.registry.Method); ``arch`` is one of architectures.ARCHS."""
 
-    def __init__(self, config: ml_collections.ConfigDict, arch: str):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo, arch: str):
         self.config, self.arch = config, arch
         m = config.model
         check_model_config(arch, m)
-        self.info = dataset_info(config.data)
+        self.info = info
         if self.info.kind not in ("image", "vector"):
             raise ConfigError(f"flows model images or vectors, not {self.info.kind!r} data")
         dq = m.get("dequantize", "uniform")
@@ -226,27 +226,27 @@ class Flow:
 
 
 @register("nice")
-def make_nice(config: ml_collections.ConfigDict) -> Flow:
+def make_nice(config: ml_collections.ConfigDict, info: DataInfo) -> Flow:
     """NICE (Dinh et al., 2015)."""
-    return Flow(config, "nice")
+    return Flow(config, info, "nice")
 
 
 @register("realnvp")
-def make_realnvp(config: ml_collections.ConfigDict) -> Flow:
+def make_realnvp(config: ml_collections.ConfigDict, info: DataInfo) -> Flow:
     """RealNVP (Dinh et al., 2017)."""
-    return Flow(config, "realnvp")
+    return Flow(config, info, "realnvp")
 
 
 @register("glow")
-def make_glow(config: ml_collections.ConfigDict) -> Flow:
+def make_glow(config: ml_collections.ConfigDict, info: DataInfo) -> Flow:
     """Glow (Kingma & Dhariwal, 2018)."""
-    return Flow(config, "glow")
+    return Flow(config, info, "glow")
 
 
 @register("flowpp")
-def make_flowpp(config: ml_collections.ConfigDict) -> Flow:
+def make_flowpp(config: ml_collections.ConfigDict, info: DataInfo) -> Flow:
     """Flow++ (Ho et al., 2019)."""
-    return Flow(config, "flowpp")
+    return Flow(config, info, "flowpp")
 
 
 __all__ = ["BUILDERS", "Flow", "discrete_bits_per_dim", "discrete_offset"]

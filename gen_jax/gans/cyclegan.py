@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import dataset_info
+from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
 from gen_jax.gans.gan import GANState, apply_d, d_optimizer, split_variables
 from gen_jax.gans.losses import get_losses
@@ -45,10 +45,10 @@ def _l1(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
 class CycleGAN:
     """The CycleGAN Method (see gen_jax.registry.Method and the module docstring)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config = config
         m, g = config.model, config.gan
-        self.info = dataset_info(config.data)
+        self.info = info
         if self.info.kind != "image":
             raise ConfigError(f"CycleGAN translates images; {self.info.name!r} is vector data")
         if m.task not in DOMAIN_TASKS:
@@ -185,6 +185,6 @@ class CycleGAN:
 
 
 @register("cyclegan")
-def make_cyclegan(config: ml_collections.ConfigDict) -> CycleGAN:
+def make_cyclegan(config: ml_collections.ConfigDict, info: DataInfo) -> CycleGAN:
     """Factory registered as "cyclegan"."""
-    return CycleGAN(config)
+    return CycleGAN(config, info)

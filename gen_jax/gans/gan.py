@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
-from gen_jax.data import dataset_info
+from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
 from gen_jax.gans import networks
 from gen_jax.gans.losses import get_losses, gradient_penalty
@@ -86,10 +86,10 @@ def pack(x: jax.Array, m: int) -> jax.Array:
 class GAN:
     """The GAN Method (see gen_jax.registry.Method and the module docstring)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config = config
         m, g = config.model, config.gan
-        self.info = dataset_info(config.data)
+        self.info = info
         self.objective = g.objective
         self.d_loss_fn, self.g_loss_fn = get_losses(g.objective, g.label_smoothing, tuple(g.lsgan_abc))
         self.k, self.pack = int(g.d_steps), int(m.pack)
@@ -267,6 +267,6 @@ class GAN:
 
 
 @register("gan")
-def make_gan(config: ml_collections.ConfigDict) -> GAN:
+def make_gan(config: ml_collections.ConfigDict, info: DataInfo) -> GAN:
     """Factory registered as "gan"."""
-    return GAN(config)
+    return GAN(config, info)

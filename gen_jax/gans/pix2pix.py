@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import dataset_info, make_eval_batches
+from gen_jax.data import DataInfo, make_eval_batches
 from gen_jax.errors import ConfigError
 from gen_jax.gans.gan import GANState, apply_d, d_optimizer, split_variables
 from gen_jax.gans.losses import get_losses
@@ -40,10 +40,10 @@ def reference_images(config: ml_collections.ConfigDict, num: int) -> jax.Array:
 class Pix2Pix:
     """The pix2pix Method (see gen_jax.registry.Method and the module docstring)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config = config
         m, g = config.model, config.gan
-        self.info = dataset_info(config.data)
+        self.info = info
         if self.info.kind != "image":
             raise ConfigError(f"pix2pix translates images; {self.info.name!r} is vector data")
         if m.task not in PAIRED_TASKS:
@@ -140,6 +140,6 @@ class Pix2Pix:
 
 
 @register("pix2pix")
-def make_pix2pix(config: ml_collections.ConfigDict) -> Pix2Pix:
+def make_pix2pix(config: ml_collections.ConfigDict, info: DataInfo) -> Pix2Pix:
     """Factory registered as "pix2pix"."""
-    return Pix2Pix(config)
+    return Pix2Pix(config, info)
