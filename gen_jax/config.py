@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from gen_jax.errors import ConfigError
+from gen_jax.errors import ConfigError, GenJaxError
 
 # The sections every config has (configs/default.py); families fill `model`.
 REQUIRED_SECTIONS = ("data", "model", "optim", "train", "eval")
@@ -32,18 +32,68 @@ def load_config(path: str | Path, **overrides: Any) -> ml_collections.ConfigDict
     Returns:
       The validated, locked ConfigDict.
     """
-    path = Path(path)
+    config = _call_get_config(path)
+    config = apply_overrides(config, overrides)
+    validate_config(config)
+    return config
+
+
+def _call_get_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Runs a config file's ``get_config`` (with the argument after ``:``, if any).
+
+    ``configs/x.py:arg`` passes "arg" to ``get_config(arg)`` as ml-collections'
+    config flags do. Every problem with the file is one ConfigError line.
+    """
+    path, arg = split_config_arg(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     spec = importlib.util.spec_from_file_location(f"_gen_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"config file {e.filename}:{e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001 - any error in a user's file is reported as one line
+        raise ConfigError(f"config file {str(path)!r} failed to load: {_where(e, path)}"
+                          f"{e.__class__.__name__}: {e}") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {str(path)!r} defines no get_config()")
-    config = module.get_config()
-    config = apply_overrides(config, overrides)
-    validate_config(config)
+    try:
+        config = module.get_config(arg) if arg is not None else module.get_config()
+    except TypeError as e:
+        if arg is not None and "positional argument" in str(e):
+            raise ConfigError(f"config file {str(path)!r}: get_config() takes no argument, "
+                              f"but {arg!r} was given after ':'") from None
+        raise ConfigError(f"config file {str(path)!r}: get_config failed: {_where(e, path)}{e}") from None
+    except GenJaxError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"config file {str(path)!r}: get_config failed: {_where(e, path)}"
+                          f"{e.__class__.__name__}: {e}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"config file {str(path)!r}: get_config() returned "
+                          f"{type(config).__name__}, not an ml_collections.ConfigDict")
     return config
+
+
+def _where(e: BaseException, path: Path) -> str:
+    """"file:line: " of the innermost frame of ``e`` inside the config file, or ""."""
+    tb, line = e.__traceback__, None
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{path}:{line}: " if line else ""
+
+
+def split_config_arg(path: str | Path) -> tuple[Path, str | None]:
+    """``"configs/x.py:arg"`` -> (Path("configs/x.py"), "arg"); no ``:arg`` -> (path, None)."""
+    text = str(path)
+    if not Path(text).is_file() and ":" in text:
+        head, arg = text.rsplit(":", 1)
+        if head.endswith(".py"):
+            return Path(head), arg
+    return Path(text), None
 
 
 def _valid_keys(node: ml_collections.ConfigDict) -> str:
@@ -95,10 +145,62 @@ def resolve_key(config: ml_collections.ConfigDict, dotted: str) -> tuple[ml_coll
     return node, leaf
 
 
+# Every numeric field the runtime reads, with its valid range, checked in one place.
+# (section, key, kind, low, high, what): kind "int" or "float"; a bound of None is open;
+# "gt" = strictly greater than ``low``.
+_NUMERIC = (
+    ("train", "num_steps", "int", 0, None, "ge"),
+    ("train", "log_every", "int", 1, None, "ge"),
+    ("train", "eval_every", "int", 0, None, "ge"),
+    ("train", "checkpoint_every", "int", 0, None, "ge"),
+    ("train", "keep_checkpoints", "int", 0, None, "ge"),
+    ("train", "num_grid_samples", "int", 1, None, "ge"),
+    ("data", "batch_size", "int", 1, None, "ge"),
+    ("data", "eval_batch_size", "int", 1, None, "ge"),
+    ("data", "num_train", "int", 1, None, "ge"),
+    ("data", "num_eval", "int", 1, None, "ge"),
+    ("optim", "learning_rate", "float", 0.0, None, "gt"),
+    ("optim", "warmup_steps", "int", 0, None, "ge"),
+    ("optim", "weight_decay", "float", 0.0, None, "ge"),
+    ("optim", "grad_clip", "float", 0.0, None, "ge"),
+    ("optim", "b1", "float", 0.0, 1.0, "ge"),
+    ("optim", "b2", "float", 0.0, 1.0, "ge"),
+    ("eval", "num_samples", "int", 0, None, "ge"),
+    ("eval", "max_batches", "int", 0, None, "ge"),
+    ("eval", "log_prob_samples", "int", 1, None, "ge"),
+    ("eval", "inception_batch_size", "int", 1, None, "ge"),
+)
+_HINTS = {"train.keep_checkpoints": " (0 keeps every checkpoint)",
+          "train.eval_every": " (0 = only at the end)", "train.checkpoint_every": " (0 = only at the end)",
+          "eval.max_batches": " (0 = the whole split)", "eval.num_samples": " (0 = no samples)"}
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine")
+
+
+def _check_number(config: ml_collections.ConfigDict, section: str, key: str, kind: str,
+                  low: float, high: float | None, how: str) -> None:
+    if section not in config or key not in config[section]:
+        return  # an old workdir's config.json may predate a key
+    value, name = config[section][key], f"{section}.{key}"
+    ok_type = isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise ConfigError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, "
+                          f"got {value!r}")
+    valid = f">= {low}" if how == "ge" else f"> {low}"
+    if high is not None:
+        valid = f"in [{low}, {high})"
+    bad = value < low if how == "ge" else value <= low
+    if bad or (high is not None and value >= high) or value != value:
+        raise ConfigError(f"{name}={value!r} is out of range: must be {valid}{_HINTS.get(name, '')}")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks the structure and the values the runtime relies on.
+    """Checks the structure and every value the runtime relies on, in one place.
 
     Family-specific checks happen when the Method is built (registry.build).
+
+    Raises:
+      ConfigError: one line naming the key, the value and what is valid.
     """
     missing = [s for s in REQUIRED_SECTIONS if s not in config]
     if missing:
@@ -106,26 +208,30 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("seed", "method"):
         if key not in config:
             raise ConfigError(f"config lacks the top-level key {key!r}")
-    t = config.train
-    for key in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
-        if t[key] < 0:
-            raise ConfigError(f"train.{key} must be >= 0, got {t[key]}")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+        raise ConfigError(f"seed must be an integer, got {config.seed!r}")
+    for spec in _NUMERIC:
+        _check_number(config, *spec)
+    t, o, d = config.train, config.optim, config.data
     if t.nonfinite not in ("raise", "skip"):
         raise ConfigError(f"train.nonfinite must be 'raise' or 'skip', got {t.nonfinite!r}")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
-    if config.data.batch_size <= 0:
-        raise ConfigError(f"data.batch_size must be positive, got {config.data.batch_size}")
-    lo, hi = config.data.value_range
+    if o.name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer optim.name={o.name!r}; known: {', '.join(OPTIMIZERS)}")
+    if o.schedule not in SCHEDULES:
+        raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}")
+    lo, hi = d.value_range
     if not hi > lo:
         raise ConfigError(f"data.value_range must be (low, high) with high > low, got {(lo, hi)}")
-    if config.data.dequantize not in ("none", "uniform"):
-        raise ConfigError(
-            f"data.dequantize must be 'none' or 'uniform', got {config.data.dequantize!r}")
-    if config.data.binarize not in ("none", "threshold", "stochastic"):
+    if "val_fraction" in d and not 0.0 < d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
+    if d.dequantize not in ("none", "uniform"):
+        raise ConfigError(f"data.dequantize must be 'none' or 'uniform', got {d.dequantize!r}")
+    if d.binarize not in ("none", "threshold", "stochastic"):
         raise ConfigError("data.binarize must be 'none', 'threshold' or 'stochastic', "
-                          f"got {config.data.binarize!r}")
-    if config.data.binarize != "none" and config.data.dequantize != "none":
+                          f"got {d.binarize!r}")
+    if d.binarize != "none" and d.dequantize != "none":
         raise ConfigError("data.binarize and data.dequantize exclude each other")
 
 

@@ -18,9 +18,12 @@ import numpy as np
 import scipy.special
 
 from gen_jax import data as data_lib
-from gen_jax import metrics, parallel
+from gen_jax import metrics, parallel, registry
 from gen_jax.checkpoint import Checkpointer
+from gen_jax.errors import ConfigError
+from gen_jax.likelihood import bits_per_dim
 from gen_jax.train import Run, draw_samples, evaluate_split, guarded_step, log_prob_fn, restore_run, setup
+from gen_jax.workdir import check_writable
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -40,11 +43,12 @@ def sample_to_file(config: ml_collections.ConfigDict | None, workdir: str | Path
       The path written.
     """
     if num <= 0:
-        raise ValueError(f"--num must be positive, got {num}")
+        raise ConfigError(f"--num={num}: the number of samples must be a positive integer")
+    out = Path(out)
+    check_writable(out.absolute().parent, "--out directory")
     run = setup(config, workdir)
     state, _ = restore_run(run)
     samples = draw_samples(run, state, num, jax.random.fold_in(run.keys["sample"], seed))
-    out = Path(out)
     if out.suffix != ".npy":
         out = out.with_name(out.name + ".npy")
     def write(path: Path) -> None:
@@ -62,11 +66,11 @@ def split_log_prob(run: Run, state: Any, split: str = "test", num_samples: int |
     values = []
     for i, batch in enumerate(data_lib.make_eval_batches(run.config, split, run.mesh.devices.size)):
         rng = jax.random.fold_in(run.keys["log_prob"], i)
-        values.append(np.asarray(fn(state, parallel.shard_batch({"x": batch["x"]}, run.mesh)["x"],
+        values.append(np.asarray(fn(state, parallel.shard_global_batch({"x": batch["x"]}, run.mesh)["x"],
                                     rng)))
     lp = np.concatenate(values)
     nats = float(lp.mean())
-    return {"log_prob_nats": nats, "nll_bpd": -nats / (run.info.dim * math.log(2.0)),
+    return {"log_prob_nats": nats, "nll_bpd": bits_per_dim(-nats, run.info.dim),
             "stderr_nats": float(lp.std(ddof=1) / math.sqrt(len(lp))), "num_examples": len(lp),
             "importance_samples": k}
 
@@ -188,10 +192,11 @@ def evaluate_with_samples(config: ml_collections.ConfigDict | None,
     """:func:`evaluate`, also returning the ``eval.num_samples`` samples it measured
     (None when that is 0), e.g. to draw them without compiling the sampler again."""
     run = setup(config, workdir)
+    check_writable(run.workdir)  # eval.json: fail now, not after the evaluation
     state, step = restore_run(run)
     result: dict[str, Any] = {"method": run.config.method, "data": run.info.name, "step": step,
                               "test": evaluate_split(run, state, "test", step)}
-    if hasattr(run.method, "log_prob"):
+    if isinstance(run.method, registry.HasLogProb):
         result["test_log_prob"] = split_log_prob(run, state)
     n = run.config.eval.num_samples
     samples = None
@@ -218,9 +223,10 @@ def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
     Uses the workdir's latest checkpoint when there is one, else a fresh init.
     """
     run = setup(config, workdir)
-    batch = parallel.shard_batch(next(data_lib.make_train_iterator(run.config, run.config.seed)),
+    check_writable(run.workdir)  # bench.json
+    batch = parallel.shard_global_batch(next(data_lib.make_train_iterator(run.config, run.config.seed)),
                                  run.mesh)
-    ckpt = Checkpointer(run.workdir)
+    ckpt = Checkpointer(run.workdir, create=False)
     untrained = ckpt.latest_step() is None
     ckpt.close()
     if untrained:  # an untrained model times the same

@@ -8,13 +8,21 @@ Modes:
 
 With no ``--config``, ``train`` runs configs/vae_digits.py and ``sample``/``eval``/
 ``bench`` use the config the workdir was trained with.
+
+Exit statuses: 0 done; 2 bad input (a flag, config, dataset, checkpoint or
+workdir; one line on stderr, before anything is computed or written); 3
+training stopped on a non-finite loss; 75 stopped by SIGTERM/SIGINT after
+saving a checkpoint (rerun the same command to resume); 1 an unexpected error
+(a traceback: please report it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from absl import app, flags
@@ -30,6 +38,22 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "bench"],
 _NUM = flags.DEFINE_integer("num", 64, "sample mode: how many samples.")
 _OUT = flags.DEFINE_string("out", "samples.npy", "sample mode: output .npy file.")
 _SEED = flags.DEFINE_integer("sample_seed", 0, "sample mode: seed folded into the sample key.")
+_RESUME = flags.DEFINE_integer(
+    "resume_step", None, "train mode: resume from this checkpoint step instead of the latest; "
+    "later checkpoints are moved aside (renamed, not deleted).")
+
+
+class _DropOrbaxErrors(logging.Filter):
+    """Orbax logs every failure of a background save as pages of tracebacks from
+    several threads; the runtime reports each such failure itself, in one line,
+    when the save is waited for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "orbax" in record.pathname:
+            return False
+        if record.name == "asyncio" and record.exc_info:  # an orbax write's unretrieved future
+            return "orbax" not in "".join(traceback.format_exception(*record.exc_info))
+        return True
 
 
 def _quiet_libraries() -> None:
@@ -37,6 +61,10 @@ def _quiet_libraries() -> None:
     for name in ("absl", "orbax", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("gen_jax").setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+        handler.addFilter(_DropOrbaxErrors())
+    logging.getLogger("absl").addFilter(_DropOrbaxErrors())
+    logging.getLogger("asyncio").addFilter(_DropOrbaxErrors())
 
 
 def _load_config(mode: str):
@@ -61,13 +89,28 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _quiet_libraries()
     from gen_jax import evaluate, train
-    from gen_jax.errors import GenJaxError
+    from gen_jax.checkpoint import disk_error, free_space
+    from gen_jax.errors import (
+        EXIT_BAD_INPUT,
+        EXIT_INTERRUPTED,
+        EXIT_NONFINITE,
+        ConfigError,
+        GenJaxError,
+        Interrupted,
+        NonFiniteError,
+        WorkdirError,
+    )
 
     mode = _MODE.value
     try:
+        if mode == "sample" and _NUM.value <= 0:
+            raise ConfigError(f"--num={_NUM.value}: the number of samples must be a positive integer")
+        if _RESUME.value is not None and (mode != "train" or _RESUME.value < 0):
+            raise ConfigError(f"--resume_step={_RESUME.value}: a checkpoint step (>= 0), "
+                              "in --mode=train only")
         config = _load_config(mode)
         if mode == "train":
-            state = train.train_and_evaluate(config, _WORKDIR.value)
+            state = train.train_and_evaluate(config, _WORKDIR.value, resume_step=_RESUME.value)
             print(f"trained to step {int(state.step)}; outputs in {_WORKDIR.value}")
         elif mode == "sample":
             path = evaluate.sample_to_file(config, _WORKDIR.value, _NUM.value, _OUT.value,
@@ -79,9 +122,34 @@ def main(argv: list[str]) -> None:
         else:
             result = evaluate.benchmark(config, _WORKDIR.value)
             print(json.dumps(result, indent=2))
+    except Interrupted as e:
+        print(f"gen_jax: {e}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except NonFiniteError as e:
+        print(f"gen_jax: error: {e.__class__.__name__}: {e}", file=sys.stderr)
+        sys.exit(EXIT_NONFINITE)
     except GenJaxError as e:
         print(f"gen_jax: error: {e.__class__.__name__}: {e}", file=sys.stderr)
-        sys.exit(2)
+        if isinstance(e, WorkdirError):
+            _exit_now(EXIT_BAD_INPUT)
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception as e:
+        err = disk_error(e)
+        if err is None:
+            raise
+        where = err.filename or _WORKDIR.value
+        print(f"gen_jax: error: cannot write {where}: {err.strerror} ({free_space(Path(where))})",
+              file=sys.stderr)
+        _exit_now(EXIT_BAD_INPUT)
+
+
+def _exit_now(status: int) -> None:
+    """Exits without the interpreter's shutdown: background writers (Orbax, TensorBoard)
+    that hit the same full or read-only disk would print their tracebacks at exit, after
+    the one line that says what happened. The run's own files are closed by then."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -101,7 +169,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
     keys = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
     path = _config_path(argv[1:])
-    if keys and path:
+    if path:  # the config file itself (missing, syntax error, no get_config) and the keys
         try:
             from gen_jax.config import load_config
 
@@ -111,6 +179,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
         except GenJaxError as e:
             print(f"gen_jax: error: {e.__class__.__name__}: {e}", file=sys.stderr)
             sys.exit(2)
+    elif keys:
+        print("gen_jax: error: --config.KEY overrides need --config=FILE", file=sys.stderr)
+        sys.exit(2)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:

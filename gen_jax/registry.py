@@ -25,9 +25,9 @@ _FACTORIES: dict[str, Callable[[ml_collections.ConfigDict, Any], "Method"]] = {}
 class Method(Protocol):
     """What every family provides. All four functions are pure: the runtime jits them.
 
-    Optional, where the family supports it: ``log_prob(state, x, rng)`` (nats per
-    example on the data's discrete scale, exact or a bound), ``encode``,
-    ``decode``, ``reconstruct(state, x, rng)``, ``anomaly_score``.
+    Optional capabilities are the typed protocols below (:class:`HasLogProb`,
+    :class:`HasReconstruct`, :class:`HasLatent`, :class:`HasAnomalyScore`), checked
+    with ``isinstance``.
     """
 
     config: ml_collections.ConfigDict
@@ -43,6 +43,47 @@ class Method(Protocol):
 
     def sample(self, state: Any, rng: jax.Array, num: int, **kw: Any) -> jax.Array:
         """``num`` samples in the data's value range (NHWC images or (N, D) vectors)."""
+
+
+# -- optional capabilities: small typed protocols, checked with isinstance ----------
+
+
+@runtime_checkable
+class HasLogProb(Protocol):
+    """``log_prob(state, x, rng, *, num_samples=1)``: log-likelihood in nats per example
+    on the data's discrete scale, exact or a lower bound (``num_samples`` importance
+    samples where the family's bound takes them; ignored where it is exact)."""
+
+    def log_prob(self, state: Any, x: jax.Array, rng: jax.Array, *, num_samples: int = 1) -> jax.Array:
+        ...
+
+
+@runtime_checkable
+class HasReconstruct(Protocol):
+    """``reconstruct(state, x, rng)``: the model's reconstruction of ``x``, same shape."""
+
+    def reconstruct(self, state: Any, x: jax.Array, rng: jax.Array) -> jax.Array:
+        ...
+
+
+@runtime_checkable
+class HasLatent(Protocol):
+    """``encode(state, x, rng) -> z`` and ``decode(state, z) -> x``: one convention for
+    VAE / AE / VQ-VAE / flows / PCA (a VAE encodes to a draw of q(z|x) given a key)."""
+
+    def encode(self, state: Any, x: jax.Array, rng: jax.Array) -> Any:
+        ...
+
+    def decode(self, state: Any, z: Any) -> jax.Array:
+        ...
+
+
+@runtime_checkable
+class HasAnomalyScore(Protocol):
+    """``anomaly_score(state, x, rng)``: one score per example, higher = more anomalous."""
+
+    def anomaly_score(self, state: Any, x: jax.Array, rng: jax.Array) -> jax.Array:
+        ...
 
 
 def register(name: str) -> Callable:

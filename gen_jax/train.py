@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -23,11 +24,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from gen_jax import checkpoint as ckpt_lib
 from gen_jax import data as data_lib
 from gen_jax import parallel, registry, viz
-from gen_jax.checkpoint import Checkpointer
+from gen_jax.checkpoint import Checkpointer, resume_hint
 from gen_jax.config import config_from_json, config_to_json, validate_config
-from gen_jax.errors import CheckpointError, NonFiniteError
+from gen_jax.errors import CheckpointError, Interrupted, NonFiniteError
+from gen_jax.workdir import WorkdirLock, check_writable, remove_if_unused
 from gen_jax.writers import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -80,20 +83,17 @@ def setup(config: ml_collections.ConfigDict | None, workdir: str | Path) -> Run:
 
 
 def _example_batch(run: Run) -> dict:
-    it = data_lib.make_train_iterator(run.config, run.config.seed)
-    return next(it)
+    return ckpt_lib.example_batch(run.config)
 
 
 def _init_state(run: Run, example: dict) -> Any:
     rep = parallel.replicated(run.mesh)
     init = jax.jit(run.method.init, out_shardings=rep)
-    return init(run.keys["init"], parallel.shard_batch(example, run.mesh))
+    return init(run.keys["init"], parallel.shard_global_batch(example, run.mesh))
 
 
 def _abstract_state(run: Run, example: dict) -> Any:
-    rep = parallel.replicated(run.mesh)
-    shapes = jax.eval_shape(run.method.init, run.keys["init"], example)
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+    return ckpt_lib.abstract_state(run.method, run.config, run.mesh, example)
 
 
 def restore(config: ml_collections.ConfigDict | None, workdir: str | Path,
@@ -113,7 +113,7 @@ def restore(config: ml_collections.ConfigDict | None, workdir: str | Path,
 
 def restore_run(run: Run, step: int | None = None) -> tuple[Any, int]:
     """Restores ``run``'s workdir; returns (state, step)."""
-    ckpt = Checkpointer(run.workdir, run.config.train.keep_checkpoints, async_save=False)
+    ckpt = Checkpointer(run.workdir, run.config.train.keep_checkpoints, async_save=False, create=False)
     try:
         if ckpt.latest_step() is None:
             raise CheckpointError(f"no checkpoint in {ckpt.directory}: train first "
@@ -125,16 +125,25 @@ def restore_run(run: Run, step: int | None = None) -> tuple[Any, int]:
     return state, restored_step
 
 
-def guarded_step(method: Any):
-    """The Method's step, with a non-finite loss turning the update into a no-op.
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
+
+def guarded_step(method: Any):
+    """The Method's step, with a non-finite loss or updated state turning the
+    update into a no-op.
+
+    A finite loss can still come with a non-finite gradient (e.g. through a
+    square root at zero), so the new state is checked too, not only the loss.
     The step counter still advances (so keys and batches move on); the host
     then raises or skips according to ``train.nonfinite``.
     """
 
     def step(state, batch, rng):
         new_state, metrics = method.train_step(state, batch, rng)
-        ok = jnp.isfinite(metrics["loss"])
+        ok = jnp.isfinite(metrics["loss"]) & _all_finite(new_state)
         new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, state)
         new_state = new_state.replace(step=state.step + 1)
         return new_state, {**metrics, "finite": ok}
@@ -151,7 +160,7 @@ def evaluate_split(run: Run, state: Any, split: str, step: int) -> dict:
                                          run.config.eval.max_batches)
     for i, batch in enumerate(batches):
         rng = jax.random.fold_in(jax.random.fold_in(run.keys["eval"], step), i)
-        metrics = jax.device_get(eval_step(state, parallel.shard_batch(batch, run.mesh), rng))
+        metrics = jax.device_get(eval_step(state, parallel.shard_global_batch(batch, run.mesh), rng))
         n = len(batch["x"])
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + float(v) * n
@@ -179,8 +188,9 @@ def log_prob_fn(run: Run, num_samples: int):
 
     def build():
         rep, data = parallel.replicated(run.mesh), parallel.batch_sharding(run.mesh)
+        # replicated output: every process can read all of it
         return jax.jit(_with_num_samples(run.method.log_prob, num_samples),
-                       in_shardings=(rep, data, rep), out_shardings=data)
+                       in_shardings=(rep, data, rep), out_shardings=rep)
 
     return run.jitted(("log_prob", num_samples), build)
 
@@ -207,7 +217,7 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
     if run.info.kind == "image":
         vr = tuple(run.config.data.value_range)
         viz.save_image_grid(out / f"step_{step:06d}.png", samples, value_range=vr)
-        if hasattr(run.method, "reconstruct"):
+        if isinstance(run.method, registry.HasReconstruct):
             x = next(data_lib.make_eval_batches(run.config, "val"))["x"][:32]
             recon = run.jitted("figure_recon", lambda: jax.jit(run.method.reconstruct))
             pairs = np.stack([x, np.asarray(recon(local, x, r_recon))], 1)  # original, recon, ...
@@ -217,7 +227,7 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
         ref, _ = data_lib.load_split(run.config, "val")
         viz.save_scatter_2d(out / f"step_{step:06d}.png", samples, data=ref[:2000],
                             title=f"{run.config.method} samples, step {step}")
-        if final and hasattr(run.method, "log_prob"):
+        if final and isinstance(run.method, registry.HasLogProb):
             lp = jax.jit(_with_num_samples(run.method.log_prob, run.config.eval.log_prob_samples))
             viz.save_density_2d(out / "density.png",
                                 lambda pts: np.asarray(lp(local, jnp.asarray(pts), r_density)),
@@ -230,58 +240,118 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
                          title=f"{run.config.method} on {run.info.name}")
 
 
+def _agreed_stop(preempt: "_Preemption", step: int, t: ml_collections.ConfigDict) -> bool:
+    """Whether to stop now. With several processes a signal may reach them at different
+    steps; they must agree (Orbax's save is collective), so they compare flags at the
+    log and checkpoint steps only, where the loop already waits for the devices."""
+    if jax.process_count() == 1:
+        return preempt.requested is not None
+    if step % t.log_every and not (t.checkpoint_every and step % t.checkpoint_every == 0):
+        return False
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.int8(preempt.requested is not None))
+    if flags.any() and preempt.requested is None:
+        preempt.requested = "a signal to another process"
+    return bool(flags.any())
+
+
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps (then it saves)."""
+    """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the loop checks between steps;
+    the loop then saves and stops. A second Ctrl-C interrupts at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.requested = False
-        self._old = None
+        self.requested: str | None = None
+        self._old: dict = {}
 
     def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. a notebook worker): no handler
-            self._old = None
+        for sig in self.SIGNALS:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+                pass
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self.requested = signal.Signals(signum).name
+        if signum == signal.SIGINT:  # a second Ctrl-C: the usual KeyboardInterrupt
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("%s received: saving a checkpoint after this step", self.requested)
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> Any:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       resume_step: int | None = None) -> Any:
     """Trains ``config`` in ``workdir``, resuming from its latest checkpoint.
 
     Args:
       config: the experiment config.
-      workdir: the run directory (created if needed).
+      workdir: the run directory (created if needed; one training process at a time).
+      resume_step: resume from this checkpoint instead of the latest; the later
+        checkpoints are moved aside (renamed, never deleted).
 
     Returns:
-      The final TrainState (or the state at a SIGTERM, after saving it).
+      The final TrainState.
+
+    Raises:
+      Interrupted: SIGTERM/SIGINT stopped the run after it saved a checkpoint.
+      NonFiniteError: a non-finite loss (``train.nonfinite='raise'``).
+      ConfigError, DataError, CheckpointError, WorkdirError: bad input, before training.
     """
     run = setup(config, workdir)
     config, workdir = run.config, run.workdir
+    check_writable(workdir)
+    created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with WorkdirLock(workdir):
+            return _train_locked(run, resume_step)
+    except BaseException:
+        remove_if_unused(workdir, created)
+        raise
+
+
+def _train_locked(run: Run, resume_step: int | None) -> Any:
+    config, workdir = run.config, run.workdir
     iterator = data_lib.make_train_iterator(config, config.seed, jax.process_index(),
                                             jax.process_count())
     example = _example_batch(run)
     ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
     try:
-        if ckpt.latest_step() is not None:
-            state, data_state, start = ckpt.restore(_abstract_state(run, example), config)
+        steps = ckpt.steps()
+        if resume_step is not None:
+            if resume_step not in steps:
+                raise CheckpointError(f"--resume_step={resume_step}: no such checkpoint in "
+                                      f"{ckpt.directory}; steps on disk: {steps or 'none'}")
+            ckpt.check_config(config, resume_step)
+            moved = ckpt.truncate_after(resume_step)
+            if moved:
+                log.warning("resuming from step %d: moved %d later checkpoint(s) aside (%s)",
+                            resume_step, len(moved), ", ".join(p.name for p in moved))
+        if steps:
+            state, data_state, start = ckpt.restore(_abstract_state(run, example), config,
+                                                    move_aside=True)
             iterator.set_state(data_state)
             log.info("resumed from step %d in %s", start, ckpt.directory)
         else:
             state, start = _init_state(run, example), 0
         if jax.process_index() == 0:
-            (workdir / "config.json").write_text(config_to_json(config))
+            _write_atomic(workdir / "config.json", config_to_json(config))
         state = _loop(run, state, start, iterator, ckpt)
     finally:
         ckpt.close()
     return state
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any:
@@ -291,15 +361,27 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
     pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start
 
+    skipped = 0
+
     def check(fetched: list[dict]) -> list[int]:
+        nonlocal skipped
         bad = [s for (s, _), m in zip(pending, fetched, strict=True) if not bool(m["finite"])]
         if bad and t.nonfinite == "raise":
+            ckpt.wait()
             last = ckpt.latest_step()
             raise NonFiniteError(
-                f"non-finite loss at step {bad[0]} (the update was not applied); last good "
-                f"checkpoint: {'none' if last is None else f'step {last} in {ckpt.directory}'}."
-                " Lower optim.learning_rate, set optim.grad_clip, or train.nonfinite='skip'")
+                f"non-finite loss or update at step {bad[0]} (the update was not applied); last "
+                f"saved checkpoint: {'none' if last is None else f'step {last} in {ckpt.directory}'}. "
+                + resume_hint(ckpt))
+        for s in bad:
+            if s not in reported:
+                reported.add(s)
+                skipped += 1
+                log.warning("step %d: non-finite loss or update; the update was skipped "
+                            "(%d skipped so far)", s, skipped)
         return bad
+
+    reported: set[int] = set()
 
     def flush(step: int) -> None:
         nonlocal pending, tick, tick_step
@@ -328,18 +410,25 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
                 if step % t.log_every == 0 or step == t.num_steps:
                     flush(step)
                 if t.checkpoint_every and step % t.checkpoint_every == 0:
-                    check(jax.device_get([m for _, m in pending]))  # never save after a NaN
+                    # never save after a NaN: a bad step was not applied, but stop first
+                    check(jax.device_get([m for _, m in pending]))
                     ckpt.save(step, state, iterator.get_state(), config)
                 if t.eval_every and step % t.eval_every == 0 and step < t.num_steps:
                     writer.write(step, "val", evaluate_split(run, state, "val", step))
                     write_figures(run, state, step)
-                if preempt.requested:
+                if _agreed_stop(preempt, step, t):
                     flush(step)
                     ckpt.save(step, state, iterator.get_state(), config, force=True)
                     ckpt.wait()
-                    log.warning("SIGTERM at step %d: checkpoint saved; rerun to resume", step)
-                    return state
+                    raise Interrupted(f"stopped by {preempt.requested} at step {step} of "
+                                      f"{t.num_steps}; checkpoint saved in {ckpt.directory}; rerun "
+                                      "the same command to resume", step, preempt.requested)
             flush(step)
+            trained = step - start
+            if trained and skipped > trained // 2:
+                log.warning("%d of the %d updates of this run were skipped as non-finite: the "
+                            "model barely trained; lower optim.learning_rate or set optim.grad_clip",
+                            skipped, trained)
             ckpt.save(step, state, iterator.get_state(), config, force=True)
             if step > start or not (run.workdir / "samples").exists():
                 writer.write(step, "val", evaluate_split(run, state, "val", step))

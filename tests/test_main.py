@@ -55,12 +55,34 @@ def test_train_then_sample_and_eval_without_config(tmp_path):
     (["--config.data.name=mnist2"], "unknown dataset 'mnist2'; known datasets: digits"),
     (["--config.method=gan9"], "unknown method 'gan9'; known methods: "),
     (["--config.train.num_steps=abc"], "num_steps"),
+    (["--config.train.log_every=0"], "train.log_every=0 is out of range: must be >= 1"),
+    (["--config.data.eval_batch_size=0"], "data.eval_batch_size=0 is out of range"),
+    (["--config.optim.learning_rate=0.0"], "optim.learning_rate=0.0 is out of range: must be > 0"),
+    (["--config.train.keep_checkpoints=-1"], "train.keep_checkpoints=-1 is out of range"),
+    (["--mode=sample", "--num=0"], "--num=0: the number of samples must be a positive integer"),
+    (["--resume_step=3"], "--resume_step=3: no such checkpoint"),
 ])
 def test_bad_input_fails_fast_with_a_clear_message(tmp_path, extra, message):
-    proc = _run(_cli(tmp_path, *extra))
-    assert proc.returncode != 0
+    proc = _run(_cli(tmp_path / "w", *extra))
+    assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line
+    assert not (tmp_path / "w").exists()  # nothing written, no empty workdir
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "config file 'nonexistent.py' does not exist"),
+    ("X = 1\n", "defines no get_config()"),
+    ("def get_config(:\n    pass\n", "bad.py:1: syntax error"),
+])
+def test_a_bad_config_file_is_one_line(tmp_path, text, message):
+    path = "nonexistent.py"
+    if text is not None:
+        path = tmp_path / "bad.py"
+        path.write_text(text)
+    proc = _run([PYTHON, "-m", "gen_jax", f"--config={path}", f"--workdir={tmp_path / 'w'}"])
+    assert proc.returncode == 2 and message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
 
 
 def test_default_config_is_the_digits_vae():
@@ -94,7 +116,7 @@ def _wait_for(predicate, proc, timeout=120):
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_killed_run_resumes_to_the_same_parameters(tmp_path, uninterrupted, sig):
     args = _cli(tmp_path, overrides=_LONG)
     proc = subprocess.Popen(args, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
@@ -107,9 +129,9 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, uninterrupted, sig)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     steps = train.Checkpointer(tmp_path).steps()
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 0, err[-2000:]
-        stopped = re.search(r"SIGTERM at step (\d+)", err)
+    if sig != signal.SIGKILL:  # saves, says so, and exits 75 (not 0: the run is not finished)
+        assert proc.returncode == 75, err[-2000:]
+        stopped = re.search(rf"stopped by {sig.name} at step (\d+) of 300; .*rerun", err)
         assert stopped and int(stopped.group(1)) == steps[-1]  # saved where it stopped
     else:
         assert proc.returncode == -signal.SIGKILL

@@ -17,13 +17,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import DataInfo, discrete_log_prob_offset
+from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
+from gen_jax.likelihood import (
+    bernoulli_log_prob,
+    bits_per_dim,
+    diag_gaussian_log_prob,
+    discrete_log_prob_offset,
+    gaussian_kl,
+    gaussian_log_prob,
+    standard_normal_log_prob,
+)
 from gen_jax.nn import MLP, ConvDecoder, ConvEncoder
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.steps import make_eval_step, make_train_step
 
-_LOG_2PI = math.log(2.0 * math.pi)
 # Bounds on the Gaussian decoder's log-std; they keep early training stable.
 _MIN_LOG_STD, _MAX_LOG_STD = -7.0, 2.0
 
@@ -78,27 +87,9 @@ class VAENet(nn.Module):
         return mean, jnp.clip(log_std, _MIN_LOG_STD, _MAX_LOG_STD)
 
 
-def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
-    """KL(N(mean, exp(logvar)) || N(0, I)) per example, summed over latent dims."""
-    return 0.5 * jnp.sum(mean**2 + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
-
-
-def gaussian_log_prob(x: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-    """log N(x; mean, exp(log_std)^2) per example, summed over all non-batch dims."""
-    z = (x - mean) * jnp.exp(-log_std)
-    lp = -0.5 * (z**2 + _LOG_2PI) - log_std
-    return lp.reshape(x.shape[0], -1).sum(-1)
-
-
-def bernoulli_log_prob(b: jax.Array, logits: jax.Array) -> jax.Array:
-    """log Bernoulli(b; sigmoid(logits)) per example, b in {0, 1}."""
-    lp = b * jax.nn.log_sigmoid(logits) + (1.0 - b) * jax.nn.log_sigmoid(-logits)
-    return lp.reshape(b.shape[0], -1).sum(-1)
-
-
-def diag_gaussian_log_prob(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-    """log N(z; mean, diag(exp(logvar))) summed over the last axis."""
-    return -0.5 * jnp.sum((z - mean) ** 2 * jnp.exp(-logvar) + logvar + _LOG_2PI, axis=-1)
+def _posterior_draw(mean: jax.Array, logvar: jax.Array, rng: jax.Array) -> jax.Array:
+    """z = mean + exp(logvar / 2) * eps, eps ~ N(0, I): the reparameterization trick."""
+    return mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
 
 
 class VAE:
@@ -147,8 +138,7 @@ class VAE:
     def _terms(self, params: Any, x: jax.Array, rng: jax.Array) -> dict:
         """Single-sample ELBO terms per example (nats)."""
         mean, logvar = self.net.apply({"params": params}, x, method=VAENet.encode)
-        eps = jax.random.normal(rng, mean.shape)
-        z = mean + jnp.exp(0.5 * logvar) * eps  # reparameterization trick
+        z = _posterior_draw(mean, logvar, rng)
         recon_ll = self._decoder_log_prob(params, x, z)
         return {"recon": -recon_ll, "kl": gaussian_kl(mean, logvar)}
 
@@ -162,18 +152,18 @@ class VAE:
         recon, kl = terms["recon"].mean(), terms["kl"].mean()
         nelbo = recon + kl - self.offset  # -ELBO on the discrete data scale
         return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl, "nelbo": nelbo,
-                "nelbo_bpd": nelbo / (self.info.dim * math.log(2.0))}
+                "nelbo_bpd": bits_per_dim(nelbo, self.info.dim)}
+
+    def loss_fn(self, params: Any, model_state: Any, batch: dict, rng: jax.Array, train: bool):
+        """The β-weighted negative ELBO (see gen_jax.steps for the signature)."""
+        metrics = self._metrics(self._terms(params, batch["x"], rng))
+        return metrics["loss"], (metrics, model_state)
 
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
-        def loss_fn(params):
-            metrics = self._metrics(self._terms(params, batch["x"], rng))
-            return metrics["loss"], metrics
-
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-        return state.apply_gradients(grads), metrics
+        return make_train_step(self.loss_fn)(state, batch, rng)
 
     def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
-        return self._metrics(self._terms(state.eval_params, batch["x"], rng))
+        return make_eval_step(self.loss_fn)(state, batch, rng)
 
     def sample(self, state: TrainState, rng: jax.Array, num: int, mean: bool | None = None,
                temperature: float = 1.0) -> jax.Array:
@@ -191,9 +181,11 @@ class VAE:
 
     # -- optional extras -----------------------------------------------------
 
-    def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array,
-                 num_samples: int = 1000, chunk_size: int = 100) -> jax.Array:
+    def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array, *,
+                 num_samples: int = 1, chunk_size: int = 100) -> jax.Array:
         """The IWAE bound with K = ``num_samples`` importance samples, nats per example.
+
+        K = 1 is the (single-sample) ELBO; the runtime passes ``eval.log_prob_samples``.
 
         log p(x) >= E[log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)] (Burda et al., 2016),
         on the discrete data scale (see data.discrete_log_prob_offset). The K samples
@@ -213,7 +205,7 @@ class VAE:
             zf = z.reshape(chunk * b, -1)
             xf = jnp.broadcast_to(x, (chunk, *x.shape)).reshape(chunk * b, *x.shape[1:])
             log_px = self._decoder_log_prob(params, xf, zf).reshape(chunk, b)
-            log_pz = -0.5 * jnp.sum(z**2 + _LOG_2PI, axis=-1)
+            log_pz = standard_normal_log_prob(zf).reshape(chunk, b)
             log_w = log_px + log_pz - diag_gaussian_log_prob(z, mean, logvar)
             return jnp.logaddexp(acc, jax.nn.logsumexp(log_w, axis=0)), None
 
@@ -221,8 +213,8 @@ class VAE:
         lse, _ = jax.lax.scan(body, jnp.full((b,), -jnp.inf), keys)
         return lse - math.log(num_samples) + self.offset
 
-    def anomaly_score(self, state: TrainState, x: jax.Array, rng: jax.Array, kind: str = "nelbo",
-                      num_samples: int = 16) -> jax.Array:
+    def anomaly_score(self, state: TrainState, x: jax.Array, rng: jax.Array, *,
+                      kind: str = "nelbo", num_samples: int = 16) -> jax.Array:
         """Negative log-likelihood bound per example (nats, discrete data scale); higher = more anomalous.
 
         Args:
@@ -246,26 +238,34 @@ class VAE:
             jax.random.split(rng, num_samples))
         return jnp.mean(terms["recon"] + terms["kl"], axis=0) - self.offset
 
-    def encode(self, state: TrainState, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """q(z|x) as (mean, logvar)."""
+    def posterior(self, state: TrainState, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """q(z|x) as (mean, logvar), each (N, latent_dim)."""
         return self.net.apply({"params": state.eval_params}, x, method=VAENet.encode)
+
+    def encode(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """A code of each example, (N, latent_dim): z ~ q(z|x) drawn with ``rng``,
+        or the posterior mean when ``rng`` is None (the project's ``HasLatent``
+        convention: a stochastic encoder draws given a key, else returns its mean)."""
+        mean, logvar = self.posterior(state, x)
+        return mean if rng is None else _posterior_draw(mean, logvar, rng)
 
     def decode(self, state: TrainState, z: jax.Array) -> jax.Array:
         """The decoder mean of p(x|z), in the data's value range."""
         return self._decode(state.eval_params, z, None)
 
     def reconstruct(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        """Decoder mean at the encoder mean."""
-        return self.decode(state, self.encode(state, x)[0])
+        """The decoder mean at :meth:`encode`'s code: a posterior draw given ``rng``,
+        the posterior mean when ``rng`` is None."""
+        return self.decode(state, self.encode(state, x, rng))
 
     def interpolate(self, state: TrainState, x_a: jax.Array, x_b: jax.Array, num: int = 8,
                     spherical: bool = False) -> jax.Array:
-        """Decodes ``num`` points between the codes of x_a and x_b (each (1, ...) or (...)).
+        """Decodes ``num`` points between the posterior means of x_a and x_b (each (1, ...) or (...)).
 
         Returns (num, ...) images; ``spherical`` uses slerp (White, 2016).
         """
-        za = self.encode(state, jnp.reshape(x_a, (1, *self.info.shape)))[0][0]
-        zb = self.encode(state, jnp.reshape(x_b, (1, *self.info.shape)))[0][0]
+        za = self.encode(state, jnp.reshape(x_a, (1, *self.info.shape)))[0]
+        zb = self.encode(state, jnp.reshape(x_b, (1, *self.info.shape)))[0]
         t = jnp.linspace(0.0, 1.0, num)[:, None]
         if spherical:
             omega = jnp.arccos(jnp.clip(jnp.dot(za / jnp.linalg.norm(za), zb / jnp.linalg.norm(zb)),

@@ -9,13 +9,12 @@ generative models"), see :func:`discrete_log_prob_offset`.
 
 from __future__ import annotations
 
-import math
-
 import ml_collections
 import numpy as np
 
 from gen_jax.data.sources import DataInfo
 from gen_jax.errors import ConfigError, DataError
+from gen_jax.likelihood import bits_per_dim, discrete_log_prob_offset  # noqa: F401 - re-exported
 
 
 def check_data_config(info: DataInfo, data: ml_collections.ConfigDict) -> None:
@@ -58,28 +57,3 @@ def preprocess(x_raw: np.ndarray, info: DataInfo, data: ml_collections.ConfigDic
         x01 = x / (levels - 1)
     lo, hi = data.value_range
     return (lo + (hi - lo) * x01).astype(np.float32)
-
-
-def discrete_log_prob_offset(info: DataInfo, data: ml_collections.ConfigDict) -> float | None:
-    """What to add to a continuous log-density of a preprocessed example to get
-    a lower bound on the log-probability of the discrete example (nats).
-
-    With y = lo + (hi - lo) (x + u) / L and u ~ U[0, 1)^D,
-    log P(x) >= E_u[log p(y)] + D log((hi - lo) / L).
-
-    Returns:
-      The offset, 0.0 for continuous vector data, and None where no continuous
-      density gives a discrete likelihood (images without dequantization, or
-      binarized images, which need a discrete model).
-    """
-    if info.kind == "vector":
-        return 0.0
-    if data.binarize != "none" or data.dequantize != "uniform":
-        return None
-    lo, hi = data.value_range
-    return info.dim * math.log((hi - lo) / info.num_levels)
-
-
-def bits_per_dim(nats_per_example, dim: int):
-    """Nats per example -> bits per dimension."""
-    return nats_per_example / (dim * math.log(2.0))
