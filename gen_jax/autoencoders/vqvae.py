@@ -240,7 +240,8 @@ class VQMethod:
       levels: names of its quantizer submodules, in the order of ``auxes``.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo, net: nn.Module, levels: tuple[str, ...]):
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo, net: nn.Module,
+                 levels: tuple[str, ...]):
         self.config = config
         self.net, self.levels = net, levels
         self.info = info

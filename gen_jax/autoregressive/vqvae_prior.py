@@ -3,7 +3,9 @@ generative model of van den Oord et al., 2017 ("Neural Discrete Representation
 Learning", Sec. 3.2 and 4.2). Registered as "vqvae_prior".
 
 ``model.vqvae_workdir`` names a trained "vqvae" workdir; its config and latest
-state are loaded once, outside jit, when the Method is built, and its
+state are loaded once, outside jit, when the Method is built (through the
+checkpoint-level loader :func:`gen_jax.checkpoint.load_trained`, so this family
+never imports the training loop), and its
 variables travel in ``TrainState.model_state`` (so they are checkpointed with
 the prior and the compiled functions take them as arguments, not constants).
 Training encodes each batch with the frozen VQ-VAE and fits
@@ -23,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax import registry
 from gen_jax.autoregressive.heads import CategoricalHead
 from gen_jax.autoregressive.pixelcnn import autoregressive_sample, build_net
+from gen_jax.checkpoint import load_trained
+from gen_jax.config import config_from_json
 from gen_jax.data import DataInfo
 from gen_jax.errors import CheckpointError, ConfigError
 from gen_jax.registry import register
@@ -40,8 +43,6 @@ def load_vqvae(workdir: str) -> tuple[object, dict]:
     Raises:
       ConfigError: the workdir is missing, has no checkpoint, or is not a "vqvae" run.
     """
-    from gen_jax import train  # the runtime imports the families: import it late
-
     if not workdir:
         raise ConfigError("model.vqvae_workdir is empty: train a VQ-VAE first (python -m gen_jax "
                           "--config=configs/vqvae_digits.py --workdir=runs/vqvae_digits) and pass "
@@ -50,14 +51,13 @@ def load_vqvae(workdir: str) -> tuple[object, dict]:
     if not (path / "config.json").is_file():
         raise ConfigError(f"model.vqvae_workdir={workdir!r} is not a trained gen_jax workdir "
                           f"(no {path / 'config.json'})")
-    vq_config = train.workdir_config(path)
+    vq_config = config_from_json((path / "config.json").read_text())
     if vq_config.method not in _VQ_METHODS:
         raise ConfigError(f"model.vqvae_workdir={workdir!r} holds a {vq_config.method!r} run; "
                           f"the prior needs one of {_VQ_METHODS} (a VQ-VAE-2's two code maps "
                           "need a hierarchical prior, not implemented)")
-    method = registry.build(vq_config)
     try:
-        state = train.restore(vq_config, path)
+        method, state, _ = load_trained(path)
     except CheckpointError as e:
         raise ConfigError(f"model.vqvae_workdir={workdir!r}: {e}") from None
     return method, jax.device_get(method.variables(state))

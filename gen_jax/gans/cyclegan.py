@@ -16,6 +16,10 @@ Domains come from ``model.task`` (gans/tasks.py): "invert"/"thicken" split any
 image dataset into two disjoint halves with different looks; "labels" reads the
 domain from the label (tfds ``cycle_gan/*``: 0 = A, 1 = B). A batch mixes both
 domains; per-example masks weight every term.
+
+``sample(state, rng, num, inputs=None, direction="ab")`` translates the caller's images;
+without them, the fixed images kept in the state (the first images of ``init``'s example
+batch, see gans.gan.TranslationState). The Method never reads data itself.
 """
 
 from __future__ import annotations
@@ -28,10 +32,17 @@ import ml_collections
 
 from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
-from gen_jax.gans.gan import GANState, apply_d, d_optimizer, split_variables
+from gen_jax.gans.gan import (
+    NUM_REFERENCE_INPUTS,
+    GANState,
+    TranslationState,
+    apply_d,
+    d_optimizer,
+    split_variables,
+    tile_to,
+)
 from gen_jax.gans.losses import get_losses
 from gen_jax.gans.networks import PatchGAN, UNet
-from gen_jax.gans.pix2pix import reference_images
 from gen_jax.gans.tasks import DOMAIN_TASKS, unpaired_domains
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
@@ -94,10 +105,12 @@ class CycleGAN:
         out, new = apply_d(self.d_net, params[which], rest, x, update=update)
         return out, new
 
-    def init(self, rng: jax.Array, example_batch: dict) -> GANState:
-        x = jnp.asarray(example_batch["x"])
-        self.info.check_batch(x)
-        x = self.shrink(x[:2])
+    def init(self, rng: jax.Array, example_batch: dict) -> TranslationState:
+        """Fresh networks; the example batch's first images become the state's reference
+        images (what ``sample`` translates by default)."""
+        refs = jnp.asarray(example_batch["x"])[:NUM_REFERENCE_INPUTS]
+        self.info.check_batch(refs)
+        x = self.shrink(refs[:2])
         keys = jax.random.split(rng, 4)
         gs = [split_variables(self.g_net.init(k, x)) for k in keys[:2]]
         ds = [split_variables(self.d_net.init(k, x)) for k in keys[2:]]
@@ -111,7 +124,7 @@ class CycleGAN:
         d_params, d_rest = nest(ds, ("a", "b"))
         g = TrainState.create(g_params, self.g_tx, self.config.train.ema_decay, g_rest)
         d = TrainState.create(d_params, self.d_tx, 0.0, d_rest)
-        return GANState(step=jnp.zeros((), jnp.int32), g=g, d=d)
+        return TranslationState(step=jnp.zeros((), jnp.int32), g=g, d=d, inputs=refs)
 
     def _g_losses(self, g_params: Any, state: GANState, d_params: Any, xa, xb, is_b):
         """Generator terms (and the fakes) for a batch; ``w_a``/``w_b`` mark real A/B images."""
@@ -177,11 +190,12 @@ class CycleGAN:
 
     def sample(self, state: GANState, rng: jax.Array, num: int, inputs: jax.Array | None = None,
                direction: str = "ab", **kw: Any) -> jax.Array:
-        """Translations of ``inputs`` (by default the first ``num`` validation images, in
-        A's look) in ``direction``."""
-        if inputs is None:
-            inputs = self.shrink(reference_images(self.config, num))
-        return self.translate(state, inputs, direction)
+        """``num`` translations in ``direction`` of images ``inputs`` (N, H, W, C) in the data's
+        shape and value range (repeated when N < num), or, when None, of the reference images
+        kept in ``state`` (see init). Outputs are at the model's resolution."""
+        inputs = state.inputs if inputs is None else jnp.asarray(inputs)
+        self.info.check_batch(inputs)
+        return self.translate(state, self.shrink(tile_to(inputs, num)), direction)
 
 
 @register("cyclegan")

@@ -40,6 +40,27 @@ class GANState(struct.PyTreeNode):
     d: TrainState
 
 
+class TranslationState(GANState):
+    """A translation GAN's state (pix2pix, CycleGAN): ``GANState`` plus ``inputs``, the
+    fixed reference images that ``sample`` translates when the caller passes none. They
+    are the first (up to NUM_REFERENCE_INPUTS) images of the batch given to ``init`` (the
+    runtime's first training batch), as data images like the ``inputs`` a caller passes,
+    and they are checkpointed with the networks, so the figures of a run, resumed or not,
+    always translate the same images."""
+
+    inputs: jax.Array
+
+
+# Source images kept in a TranslationState: enough for a figure grid, few enough to be cheap.
+NUM_REFERENCE_INPUTS = 64
+
+
+def tile_to(x: jax.Array, num: int) -> jax.Array:
+    """The first ``num`` rows of ``x`` repeated as often as needed (``num`` may exceed len(x))."""
+    reps = -(-num // x.shape[0])
+    return jnp.tile(x, (reps,) + (1,) * (x.ndim - 1))[:num]
+
+
 def d_optimizer(config: ml_collections.ConfigDict, num_updates: int):
     """The discriminator's optimizer: ``config.d_optim`` when the config has it, else
     ``config.optim`` (the generator's)."""

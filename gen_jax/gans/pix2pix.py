@@ -9,6 +9,12 @@ with D's loss halved as in the paper and the adversarial terms from
 ``config.gan.objective`` (default: the non-saturating cross-entropy). The pairs are
 made inside the Method from ordinary image batches (gans/tasks.py: "edges" or
 "lowres" -> image), so any image dataset works: digits offline, or tfds images.
+
+``sample(state, rng, num, inputs=None)`` translates the task inputs of the caller's
+images (data images, as every translation Method takes them); without them, of the
+fixed images kept in the state (the first images of ``init``'s example batch, see
+gans.gan.TranslationState). ``translate`` takes task inputs directly. The Method never
+reads data itself.
 """
 
 from __future__ import annotations
@@ -19,22 +25,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import DataInfo, make_eval_batches
+from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
-from gen_jax.gans.gan import GANState, apply_d, d_optimizer, split_variables
+from gen_jax.gans.gan import (
+    NUM_REFERENCE_INPUTS,
+    GANState,
+    TranslationState,
+    apply_d,
+    d_optimizer,
+    split_variables,
+    tile_to,
+)
 from gen_jax.gans.losses import get_losses
 from gen_jax.gans.networks import PatchGAN, UNet
 from gen_jax.gans.tasks import PAIRED_TASKS, paired_input
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
-
-
-def reference_images(config: ml_collections.ConfigDict, num: int) -> jax.Array:
-    """``num`` validation images (repeated if the first eval batch is smaller): the fixed
-    inputs that image-to-image Methods translate when asked to sample."""
-    x = jnp.asarray(next(make_eval_batches(config, "val"))["x"])
-    reps = -(-num // x.shape[0])
-    return jnp.tile(x, (reps, 1, 1, 1))[:num]
 
 
 class Pix2Pix:
@@ -66,7 +72,9 @@ class Pix2Pix:
                                   mutable=["batch_stats"])
         return out
 
-    def init(self, rng: jax.Array, example_batch: dict) -> GANState:
+    def init(self, rng: jax.Array, example_batch: dict) -> TranslationState:
+        """Fresh networks; the example batch's first images become the state's reference
+        images (whose task inputs ``sample`` translates by default)."""
         x = jnp.asarray(example_batch["x"])
         self.info.check_batch(x)
         inp, _ = self.make_pair(x[:2])
@@ -75,7 +83,7 @@ class Pix2Pix:
         d_params, d_rest = split_variables(self.d_net.init(rd, x[:2], inp))
         g = TrainState.create(g_params, self.g_tx, self.config.train.ema_decay, g_rest)
         d = TrainState.create(d_params, self.d_tx, 0.0, d_rest)
-        return GANState(step=jnp.zeros((), jnp.int32), g=g, d=d)
+        return TranslationState(step=jnp.zeros((), jnp.int32), g=g, d=d, inputs=x[:NUM_REFERENCE_INPUTS])
 
     def train_step(self, state: GANState, batch: dict, rng: jax.Array):
         """One D update (on G's current outputs), then one G update, on the same pairs."""
@@ -132,11 +140,12 @@ class Pix2Pix:
 
     def sample(self, state: GANState, rng: jax.Array, num: int, inputs: jax.Array | None = None,
                **kw: Any) -> jax.Array:
-        """Translations of ``inputs`` (task inputs), by default of the task inputs of the
-        first ``num`` validation images (see reference_images)."""
-        if inputs is None:
-            inputs = self.make_pair(reference_images(self.config, num))[0]
-        return self.translate(state, inputs, rng)
+        """``num`` translations of the task inputs of images ``inputs`` (N, H, W, C) in the
+        data's value range (repeated when N < num), or, when None, of the reference images
+        kept in ``state`` (see init); ``rng`` drives the dropout noise."""
+        inputs = state.inputs if inputs is None else jnp.asarray(inputs)
+        self.info.check_batch(inputs)
+        return self.translate(state, self.make_pair(tile_to(inputs, num))[0], rng)
 
 
 @register("pix2pix")

@@ -1,5 +1,6 @@
 """VQ-VAE / VQ-VAE-2: quantizer vs brute force, straight-through gradient, EMA update by
-hand, dead-code restarts, the Method's state updates, and the prior's config errors."""
+hand, dead-code restarts, the Method's state updates in both codebook modes (EMA statistics
+against numpy, where the codebook and commitment gradients go), and the prior's config errors."""
 
 from __future__ import annotations
 
@@ -77,37 +78,94 @@ def test_ema_update_restart_and_perplexity_by_hand():
     assert float(used) == 0.75
 
 
-# The smoke runs of configs/vqvae*_digits.py train with EMA codebooks; this one uses the loss.
-@pytest.mark.parametrize("name,codebook", [("vqvae2_digits.py", "loss")])
+def _ema_by_hand(stats: dict, z: np.ndarray, idx: np.ndarray, decay: float, eps: float,
+                 threshold: float) -> dict:
+    """One EMA codebook step with dead-code restarts, in numpy, from the definitions
+    (van den Oord et al., 2017, App. A.1): N_k <- g N_k + (1 - g) n_k, m_k <- g m_k + (1 - g)
+    sum_{i in k} z_i, e_k = m_k / N~_k; usage U_k <- g U_k + (1 - g) n_k, dead: U_k < threshold."""
+    k = len(stats["ema_count"])
+    n = np.array([np.sum(idx == j) for j in range(k)], np.float64)
+    sums = np.stack([z[idx == j].sum(0) for j in range(k)])
+    count = decay * np.asarray(stats["ema_count"], np.float64) + (1 - decay) * n
+    summed = decay * np.asarray(stats["ema_sum"], np.float64) + (1 - decay) * sums
+    total = count.sum()
+    table = summed / ((count + eps) / (total + k * eps) * total)[:, None]
+    usage = decay * np.asarray(stats["usage"], np.float64) + (1 - decay) * n
+    return {"ema_count": count, "ema_sum": summed, "codebook": table, "dead": usage < threshold}
+
+
+# configs/vqvae_digits.py trains EMA codebooks, configs/vqvae2_digits.py inherits them: one
+# case per codebook mode, each on the other network, so every branch of the update runs.
+@pytest.mark.parametrize("name,codebook", [("vqvae2_digits.py", "loss"), ("vqvae_digits.py", "ema")])
 def test_method_step_updates_codebooks_and_encoder(name, codebook):
-    cfg = load_config(CONFIGS / name, **TINY, **{"model.codebook": codebook})
+    # Threshold: usage starts at zero, so after one step a code is dead iff this batch used it
+    # fewer than threshold / (1 - decay) = 4 times: some codes restart, others update.
+    cfg = load_config(CONFIGS / name, **TINY, **{"model.codebook": codebook,
+                                                 "model.restart_threshold": 0.04})
     method = registry.build(cfg)
     x, _ = load_split(cfg, "train")
     x = jnp.asarray(x[:16])
     state = jax.jit(method.init)(jax.random.key(0), {"x": x})
+    levels = method.levels
 
     @jax.jit  # one compiled function: eager op-by-op dispatch would compile every op
     def run(state, x):
         new, metrics = method.train_step(state, {"x": x}, jax.random.key(1))
-        idx = [a["idx"] for a in method._forward(state.params, state.model_state, x)[2]]
+        forward = lambda p: method._forward(p, state.model_state, x)  # noqa: E731
+        auxes = forward(state.params)[2]
+        commit_grads = jax.grad(lambda p: sum(forward(p)[1][f"{lvl}_commitment"] for lvl in levels))(
+            state.params)
+        total_grads = jax.grad(lambda p: forward(p)[0])(state.params)
+        recon_grads = jax.grad(lambda p: forward(p)[1]["recon_mse"])(state.params)
         codes = method.encode(new, x)
-        return (new, metrics, idx, codes, method.reconstruct(new, x), method.decode(new, codes),
+        return (new, metrics, auxes, commit_grads, total_grads, recon_grads, codes,
+                method.reconstruct(new, x), method.decode(new, codes),
                 method.sample(new, jax.random.key(2), 3))
 
-    new, metrics, idx, codes, recon, decoded, samples = run(state, x)
-    for lvl, lvl_idx in zip(method.levels, idx, strict=True):
-        # Usage starts at zero: a code restarts unless this batch alone lifts its running
-        # usage (1 - decay) * count to the threshold.
-        counts = np.bincount(np.asarray(lvl_idx).ravel(), minlength=8)
-        want = np.sum((1 - cfg.model.ema_decay) * counts < cfg.model.restart_threshold)
-        assert float(metrics[f"{lvl}_restarted"]) == want > 0
+    (new, metrics, auxes, commit_grads, total_grads, recon_grads, codes, recon, decoded,
+     samples) = run(state, x)
+    m = cfg.model
+    # Outside the codebooks the loss's gradient is reconstruction + beta commitment (the codebook
+    # loss stops the gradient to z_e), in both modes.
+    expected = jax.tree.map(lambda r, c: r + m.beta * c, recon_grads, commit_grads)
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(total_grads),
+                                 jax.tree.leaves(expected), strict=True):
+        if "codebook" not in jax.tree_util.keystr(path):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7, err_msg=jax.tree_util.keystr(path))
+    for lvl, aux in zip(levels, auxes, strict=True):
+        z = np.asarray(aux["z_e"], np.float64).reshape(-1, m.code_dim)
+        idx = np.asarray(aux["idx"]).ravel()
+        counts = np.bincount(idx, minlength=8)
+        dead = (1 - m.ema_decay) * counts < m.restart_threshold
+        assert float(metrics[f"{lvl}_restarted"]) == dead.sum()
         assert 1.0 <= float(metrics[f"{lvl}_perplexity"]) <= 8.0
-        table = (new.model_state[lvl]["codebook"] if codebook == "ema"
-                 else new.params[lvl]["codebook"])
-        assert not np.allclose(table, state.model_state[lvl]["codebook"] if codebook == "ema"
-                               else state.params[lvl]["codebook"])
-    # The encoder got gradient through the straight-through quantizer and moved.
+        if codebook == "ema":
+            assert 0 < dead.sum() < 8  # both branches below are exercised
+            want = _ema_by_hand(state.model_state[lvl], z, idx, m.ema_decay, m.ema_eps,
+                                m.restart_threshold)
+            np.testing.assert_array_equal(want["dead"], dead)
+            got = new.model_state[lvl]
+            live = ~dead
+            for key in ("ema_count", "ema_sum", "codebook"):
+                np.testing.assert_allclose(np.asarray(got[key])[live], want[key][live], rtol=1e-4,
+                                           atol=1e-6, err_msg=key)
+            # Restarted codes sit on encoder outputs, with a fresh count of 1.
+            table = np.asarray(got["codebook"])
+            assert all(np.any(np.all(np.isclose(z, row, atol=1e-5), 1)) for row in table[dead])
+            np.testing.assert_allclose(np.asarray(got["ema_sum"])[dead], table[dead], rtol=1e-6)
+            np.testing.assert_array_equal(np.asarray(got["ema_count"])[dead], 1.0)
+        else:
+            table = np.asarray(state.params[lvl]["codebook"], np.float64)
+            # The codebook's gradient is the codebook loss's alone (weight 1; the decoder's
+            # path is straight-through): d/de_k mean((sg[z_e] - e_idx)^2) = 2/numel sum_{i in k} (e_k - z_i).
+            want = np.stack([(table[j] - z[idx == j]).sum(0) for j in range(8)]) * 2 / z.size
+            np.testing.assert_allclose(total_grads[lvl]["codebook"], want, rtol=1e-4, atol=1e-7)
+            # The commitment term pulls the encoder, never the codebook.
+            assert not np.asarray(commit_grads[lvl]["codebook"]).any()
+            assert not np.allclose(new.params[lvl]["codebook"], table)
     enc = "enc" if name == "vqvae_digits.py" else "enc_b"
+    assert min(float(jnp.abs(g).max()) for g in jax.tree.leaves(commit_grads[enc])) > 0
+    # The encoder got gradient through the straight-through quantizer and moved.
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.params[enc], state.params[enc])
     assert min(jax.tree.leaves(moved)) > 0
     want = {"vqvae_digits.py": [(16, 4, 4)], "vqvae2_digits.py": [(16, 2, 2), (16, 4, 4)]}[name]

@@ -1,5 +1,5 @@
 """The GAN Method: k D steps per G step, which network each update touches, clipping, packing,
-conditional sample ordering."""
+conditional sample ordering; D updates separate real from fake, and a small GAN learns ring8."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from conftest import CONFIGS
 
 from gen_jax import load_config, registry
 from gen_jax.data import load_split
+from gen_jax.data.toy2d import toy2d_mode_std, toy2d_modes
 from gen_jax.errors import ConfigError
-from gen_jax.gans.gan import pack
+from gen_jax.gans.gan import apply_d, pack
+from gen_jax.metrics.modes import mode_coverage
 
 K = 3
 TINY = {"model.g_hidden": (16,), "model.d_hidden": (16,), "model.pack": 2, "gan.d_steps": K,
@@ -153,3 +155,66 @@ def test_conditional_labels_reach_g_and_samples_are_ordered_class_by_class():
     zr, img = jax.jit(lambda s: vector_arithmetic(method, s, z[:3], z[3:6], z[6:9], labels=2))(state)
     np.testing.assert_allclose(zr, z[:3].mean(0) - z[3:6].mean(0) + z[6:9].mean(0), rtol=1e-6)
     assert img.shape == (1, 2)
+
+
+@pytest.mark.parametrize("objective", ["nonsaturating", "hinge"])
+def test_d_updates_raise_d_on_real_data_relative_to_generated_data(objective):
+    """A few D updates on a fixed real batch (G fixed) widen D(real) - D(fake), measured on
+    that batch and on fresh generator samples; G's parameters do not move."""
+    config = load_config(CONFIGS / "gan_toy2d.py", **{
+        **TINY, "model.pack": 1, "gan.d_steps": 1, "data.batch_size": 64, "gan.objective": objective,
+        "d_optim.learning_rate": 5e-3})
+    method = registry.build(config)
+    x, _ = load_split(config, "train")
+    real = jnp.asarray(x[:64])
+
+    @jax.jit
+    def run():
+        state = method.init(jax.random.key(0), {"x": real})
+        fake = method.sample(state, jax.random.key(1), 512)
+
+        def margin(st):
+            score = lambda v: apply_d(method.d_net, st.d.params, st.d.model_state, v, None)[0].mean()  # noqa: E731
+            return score(real) - score(fake)
+
+        after, _ = jax.lax.scan(lambda st, k: method.d_update(st, real, None, k), state,
+                                jax.random.split(jax.random.key(2), 5))
+        return margin(state), margin(after), state.g.params, after.g.params
+
+    before, after, g0, g1 = run()
+    assert float(after) > float(before) + 0.05, (float(before), float(after))
+    assert not _changed(g0, g1)
+
+
+def test_a_small_gan_learns_the_modes_of_ring8():
+    """It learns: a small MLP GAN trained for 1500 steps puts high-quality samples (within 3
+    std = 0.03 of a mode) on at least 6 of ring8's 8 modes (all 8 for three seeds tried);
+    at init it covers at most 2."""
+    steps, bs = 1500, 256
+    config = load_config(CONFIGS / "gan_toy2d.py", **{
+        "model.g_hidden": (64, 64), "model.d_hidden": (64, 64), "model.pack": 1,
+        "data.batch_size": bs, "train.num_steps": steps, "optim.schedule": "constant",
+        "d_optim.schedule": "constant", "train.ema_decay": 0.0, "data.num_train": 2048})
+    method = registry.build(config)
+    x, _ = load_split(config, "train")
+    x = jnp.asarray(x)
+
+    @jax.jit
+    def run(key):  # the whole run in one compiled scan
+        state = method.init(jax.random.key(0), {"x": x[:bs]})
+
+        def body(st, k):
+            kb, ks = jax.random.split(k)
+            st, metrics = method.train_step(st, {"x": x[jax.random.randint(kb, (bs,), 0, len(x))]}, ks)
+            return st, metrics["loss"]
+
+        trained, losses = jax.lax.scan(body, state, jax.random.split(key, steps))
+        return (method.sample(state, jax.random.key(9), 4000),
+                method.sample(trained, jax.random.key(9), 4000), losses)
+
+    at_init, samples, losses = run(jax.random.key(1))
+    assert np.isfinite(np.asarray(losses)).all()
+    modes, std = toy2d_modes("ring8"), toy2d_mode_std("ring8")
+    assert mode_coverage(np.asarray(at_init), modes, std)["modes"] <= 2
+    cov = mode_coverage(np.asarray(samples), modes, std)
+    assert cov["modes"] >= 6 and cov["high_quality"] > 0.03, cov

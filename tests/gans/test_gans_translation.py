@@ -1,4 +1,6 @@
-"""Image-to-image tasks (checked with scipy/numpy), pix2pix and CycleGAN steps."""
+"""Image-to-image tasks (checked with scipy/numpy), pix2pix and CycleGAN steps, and their
+samples: translations of the caller's images or of the state's references, never of data
+the Method reads itself."""
 
 from __future__ import annotations
 
@@ -9,10 +11,24 @@ import pytest
 from conftest import CONFIGS
 from scipy import ndimage
 
+import gen_jax.data
+import gen_jax.data.sources
 from gen_jax import load_config, registry
 from gen_jax.data import get_source, load_split
 from gen_jax.errors import ConfigError
 from gen_jax.gans import tasks
+
+
+def _no_data_access(monkeypatch):
+    """Every way into a dataset raises from here on: a Method must not read data itself."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a Method read data")
+
+    for module in (gen_jax.data, gen_jax.data.sources):
+        for name in ("get_source", "make_eval_batches", "load_split", "make_train_iterator"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, refuse)
+
 
 TINY_NETS = {"model.g_channels": (4, 4), "model.d_channels": (4, 4), "data.batch_size": 16,
              "train.ema_decay": 0.0}
@@ -49,21 +65,35 @@ def test_digit_domains_are_disjoint_halves_fixed_by_content():
     np.testing.assert_allclose(xb, -x[:64], atol=1e-6)
 
 
-def test_pix2pix_step_and_l1_against_a_hand_computation():
+def test_pix2pix_step_and_l1_against_a_hand_computation(monkeypatch):
     config = load_config(CONFIGS / "pix2pix_digits.py", **TINY_NETS)
     method = registry.build(config)
     x, _ = load_split(config, "train")
     batch = {"x": jnp.asarray(x[:16])}
     inp = tasks.paired_input(batch["x"], "edges", (-1.0, 1.0))
+    other = jnp.asarray(x[16:19])
+    _no_data_access(monkeypatch)
+    key = jax.random.key(3)
 
     @jax.jit
     def run():  # one compiled function: compiling is what costs time here
         state = method.init(jax.random.key(0), batch)
         state, metrics = method.train_step(state, batch, jax.random.key(1))
         m = method.eval_step(state, batch, jax.random.key(2))
-        return state, metrics, m, method.translate(state, inp, jax.random.key(2))
+        tiled = jnp.concatenate([inp, inp[:4]])
+        samples = (method.sample(state, key, 20), method.translate(state, tiled, key),
+                   method.sample(state, key, 3, inputs=other),
+                   method.translate(state, tasks.paired_input(other, "edges", (-1.0, 1.0)), key))
+        return state, metrics, m, method.translate(state, inp, jax.random.key(2)), samples
 
-    state, metrics, m, out = run()
+    state, metrics, m, out, (sampled, want, sampled_other, want_other) = run()
+    # sample() translates the task inputs of the example batch kept in the state (repeated up
+    # to num), or of the caller's images.
+    np.testing.assert_allclose(state.inputs, batch["x"], atol=1e-6)
+    assert sampled.shape == (20, 8, 8, 1)
+    np.testing.assert_allclose(sampled, want, atol=1e-6)
+    np.testing.assert_allclose(sampled_other, want_other, atol=1e-6)
+    assert not np.allclose(sampled_other, sampled[:3])
     assert (int(state.step), int(state.g.step), int(state.d.step)) == (1, 1, 1)
     assert float(metrics["g_loss"]) == pytest.approx(
         float(metrics["g_adv"] + 100.0 * metrics["l1"]), rel=1e-5)
@@ -71,11 +101,12 @@ def test_pix2pix_step_and_l1_against_a_hand_computation():
     assert out.shape == batch["x"].shape and float(jnp.abs(out).max()) <= 1.0
 
 
-def test_cyclegan_cycle_term_against_a_hand_computation():
+def test_cyclegan_cycle_term_against_a_hand_computation(monkeypatch):
     config = load_config(CONFIGS / "cyclegan_digits.py", **TINY_NETS)
     method = registry.build(config)
     x, _ = load_split(config, "val")
     batch = {"x": jnp.asarray(x[:16])}
+    _no_data_access(monkeypatch)
 
     @jax.jit
     def run():
@@ -83,10 +114,19 @@ def test_cyclegan_cycle_term_against_a_hand_computation():
         state, metrics = method.train_step(state, batch, jax.random.key(1))
         xa, xb, is_b = method.domains(batch)
         back = method.translate(state, method.translate(state, xb, "ba"), "ab")
+        samples = (method.sample(state, jax.random.key(3), 20), method.translate(state, batch["x"], "ab"),
+                   method.sample(state, jax.random.key(3), 5, inputs=xb[:5], direction="ba"),
+                   method.translate(state, xb[:5], "ba"))
         return (state, metrics, method.eval_step(state, batch, jax.random.key(2)), xa, xb, is_b,
-                method.reconstruct(state, xa), back)
+                method.reconstruct(state, xa), back, samples)
 
-    state, metrics, m, xa, xb, is_b, cyc_a, back = jax.device_get(run())
+    state, metrics, m, xa, xb, is_b, cyc_a, back, samples = jax.device_get(run())
+    sampled, fake_b, sampled_ba, want_ba = samples
+    # sample() translates the example batch kept in the state (A -> B by default, repeated up
+    # to num), or the caller's images in the direction asked.
+    np.testing.assert_allclose(state.inputs, batch["x"], atol=1e-6)
+    np.testing.assert_allclose(sampled, np.concatenate([fake_b, fake_b[:4]]), atol=1e-5)
+    np.testing.assert_allclose(sampled_ba, want_ba, atol=1e-5)
     assert set(state.g.params) == {"ab", "ba"} and set(state.d.params) == {"a", "b"}
     w_a, w_b = 1 - is_b, is_b
     err_a = np.abs(cyc_a - xa).reshape(16, -1).mean(1)
