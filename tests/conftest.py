@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,15 @@ import pytest
 _FAST_COMPILE = "--xla_backend_optimization_level=0"
 if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
+
+# JAX's persistent compilation cache, for this test session only (xdist workers
+# and the CLI subprocesses share it; removed at the end, so every session starts
+# cold, as CI does): many tests compile the same tiny programs.
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+CACHE_DIR = Path(tempfile.gettempdir()) / f"gen_jax_test_xla_cache_{_RUN_ID}"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE_DIR))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -52,3 +63,28 @@ def subprocess_env(devices: int = 1) -> dict:
 
 
 PYTHON = sys.executable
+
+
+def _module_fixtures(item) -> list[str]:
+    """The module- or session-scoped fixtures a test uses (what it shares with others)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    return sorted(name for name in item.fixturenames
+                  if (defs := info.name2fixturedefs.get(name)) and defs[-1].scope in ("module", "session"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Distributes by group, not by file (``--dist loadgroup``): tests that share a
+    module-scoped fixture run on one worker (it is computed once), every other
+    test is scheduled on its own, so one big file no longer sits on one worker."""
+    for item in items:
+        shared = _module_fixtures(item)
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.path.name}:{','.join(shared)}"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not hasattr(session.config, "workerinput"):  # the controller (or a -n 0 run)
+        shutil.rmtree(CACHE_DIR, ignore_errors=True)
