@@ -4,15 +4,14 @@ Samples decode codes drawn from a Gaussian fitted to the training codes
 (gen_jax/autoencoders/ae.py). dae_digits.py and sae_digits.py derive from it.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "ae"
     config.data.name = "digits"
     config.data.batch_size = 128
@@ -43,4 +42,6 @@ def get_config():
     config.train.log_every = 50
     config.train.eval_every = 500
     config.train.checkpoint_every = 500
+    if opts.smoke:
+        smoke(config)
     return config

@@ -3,16 +3,16 @@ images as they are, domain B = the other (disjoint) half inverted (model.task;
 'thicken' dilates them instead). Two U-Net generators, two PatchGANs, LSGAN terms,
 cycle weight 10, identity weight 0.5, Adam(2e-4, b1=0.5) as in Zhu et al. (2017)."""
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
-import gan_toy2d  # noqa: E402
+gan_toy2d = config_module("gan_toy2d", __file__)
 
 
-def get_config():
-    config = gan_toy2d.gan_defaults(default.get_config())
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = gan_toy2d.gan_defaults(default_config())
     config.method = "cyclegan"
     config.data.name = "digits"
     config.data.value_range = (-1.0, 1.0)
@@ -34,7 +34,9 @@ def get_config():
     config.train.log_every = 100
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.g_channels": (8, 8), "model.d_channels": (8, 8)}
+_SMOKE = {"model.g_channels": (8, 8), "model.d_channels": (8, 8)}

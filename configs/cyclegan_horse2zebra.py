@@ -4,14 +4,14 @@
 Other pairs: --config.data.name=tfds:cycle_gan/apple2orange or
 tfds:cycle_gan/summer2winter_yosemite."""
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import cyclegan_digits  # noqa: E402
+cyclegan_digits = config_module("cyclegan_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = cyclegan_digits.get_config()
     config.data.name = "tfds:cycle_gan/horse2zebra"
     config.data.value_range = (-1.0, 1.0)
@@ -28,8 +28,10 @@ def get_config():
     config.train.checkpoint_every = 5000
     config.train.num_grid_samples = 16
     config.eval.max_batches = 4
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.downsample": 16, "model.g_channels": (4, 4), "model.d_channels": (4, 4),
-                  "data.eval_batch_size": 16}
+_SMOKE = {"model.downsample": 16, "model.g_channels": (4, 4), "model.d_channels": (4, 4),
+          "data.eval_batch_size": 16}

@@ -5,16 +5,16 @@ ReLU in G, tanh output, non-saturating loss, Adam(2e-4, b1=0.5) as in Radford et
 al. (2016); images in [-1, 1].
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
-import gan_toy2d  # noqa: E402
+gan_toy2d = config_module("gan_toy2d", __file__)
 
 
-def get_config():
-    config = gan_toy2d.gan_defaults(default.get_config())
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = gan_toy2d.gan_defaults(default_config())
     config.data.name = "digits"
     config.data.value_range = (-1.0, 1.0)
     config.data.batch_size = 64
@@ -35,7 +35,9 @@ def get_config():
     config.train.log_every = 100
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.g_channels": (16, 8), "model.d_channels": (8, 16), "model.latent_dim": 8}
+_SMOKE = {"model.g_channels": (16, 8), "model.d_channels": (8, 16), "model.latent_dim": 8}

@@ -1,14 +1,14 @@
 """DCGAN on MNIST from tensorflow-datasets (read from disk; see configs/vae_mnist.py for
 how to prepare it): 7x7 -> 14 -> 28 generator, 28 -> 14 -> 7 discriminator."""
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import dcgan_digits  # noqa: E402
+dcgan_digits = config_module("dcgan_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = dcgan_digits.get_config()
     config.data.name = "tfds:mnist"
     config.data.batch_size = 128
@@ -19,7 +19,9 @@ def get_config():
     config.train.eval_every = 2000
     config.train.checkpoint_every = 2000
     config.eval.max_batches = 10
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.g_channels": (8, 4), "model.d_channels": (4, 8), "model.latent_dim": 8}
+_SMOKE = {"model.g_channels": (8, 4), "model.d_channels": (4, 8), "model.latent_dim": 8}

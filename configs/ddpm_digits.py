@@ -9,15 +9,14 @@ data; the uniform model is 4.09).
 
 import ml_collections
 
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
-def get_config():
-    import os
-    import sys
 
-    sys.path.insert(0, os.path.dirname(__file__))
-    import default
-
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "ddpm"
     config.data.name = "digits"
     config.data.value_range = (-1.0, 1.0)
@@ -64,9 +63,11 @@ def get_config():
     config.train.checkpoint_every = 500
     config.train.ema_decay = 0.999
     config.eval.num_samples = 360
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
 # The smallest UNet with both resolution levels (attention is covered by tests/diffusion).
-TEST_OVERRIDES = {"model.ch": 8, "model.groups": 4, "model.attn_resolutions": (),
-                  "model.num_timesteps": 50, "sampler.num_steps": 3}
+_SMOKE = {"model.ch": 8, "model.groups": 4, "model.attn_resolutions": (),
+          "model.num_timesteps": 50, "sampler.num_steps": 3}

@@ -6,14 +6,14 @@ Adam 2e-4 with warm-up and gradient clipping as in Ho et al. (2020). ``log_prob`
 is the full variational bound in bits/dim of the 256-level images.
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import ddpm_digits  # noqa: E402
+ddpm_digits = config_module("ddpm_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = ddpm_digits.get_config()
     config.data.name = "tfds:mnist"
     config.data.batch_size = 128
@@ -31,10 +31,12 @@ def get_config():
     config.train.checkpoint_every = 5000
     config.train.ema_decay = 0.9999
     config.eval.max_batches = 10
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
 # The smoke test checks the config and the tfds path, not the UNet (tests/diffusion
 # covers it and its parameter count): a tiny MLP denoiser keeps it to seconds.
-TEST_OVERRIDES = {"model.arch": "mlp", "model.hidden": 16, "model.depth": 1,
-                  "model.num_timesteps": 50, "sampler.num_steps": 3}
+_SMOKE = {"model.arch": "mlp", "model.hidden": 16, "model.depth": 1,
+          "model.num_timesteps": 50, "sampler.num_steps": 3}

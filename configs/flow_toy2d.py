@@ -6,15 +6,14 @@ the same MLP conditioners on vectors. The likelihood is the exact density of
 the continuous data (nats per example).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "realnvp"
     config.data.name = "moons"
     config.data.batch_size = 256
@@ -44,8 +43,10 @@ def get_config():
     config.train.log_every = 100
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.num_couplings": 2, "model.hidden": 16, "data.num_train": 512,
-                  "data.num_eval": 256}
+_SMOKE = {"model.num_couplings": 2, "model.hidden": 16, "data.num_train": 512,
+          "data.num_eval": 256}

@@ -6,14 +6,14 @@ channels, 10 blocks and 32 mixture components): bits/dim of the 256-level
 images (variational dequantization bound).
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import flowpp_digits  # noqa: E402
+flowpp_digits = config_module("flowpp_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = flowpp_digits.get_config()
     config.data.name = "tfds:cifar10"
     config.data.batch_size = 64
@@ -27,10 +27,12 @@ def get_config():
     config.train.checkpoint_every = 5000
     config.eval.max_batches = 4
     config.eval.log_prob_samples = 4
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
 # The smoke test drops attention here: configs/flowpp_digits.py's smoke run keeps it.
-TEST_OVERRIDES = {"model.num_steps": 1, "model.hidden": 8, "model.num_blocks": 1,
-                  "model.num_heads": 0, "model.num_components": 2, "model.dequant_steps": 1,
-                  "eval.log_prob_samples": 1}
+_SMOKE = {"model.num_steps": 1, "model.hidden": 8, "model.num_blocks": 1,
+          "model.num_heads": 0, "model.num_components": 2, "model.dequant_steps": 1,
+          "eval.log_prob_samples": 1}

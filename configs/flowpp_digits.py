@@ -8,15 +8,14 @@ reports the variational bound in bits/dim of 17-level data (uniform model: 4.09)
 uniform-dequantization ablation.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "flowpp"
     config.data.name = "digits"
     config.data.dequantize = "none"  # the model dequantizes (model.dequantize)
@@ -41,8 +40,10 @@ def get_config():
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
     config.eval.log_prob_samples = 16  # importance samples of the dequantization bound
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.num_steps": 1, "model.hidden": 8, "model.num_heads": 2, "model.num_components": 2,
-                  "model.dequant_steps": 1, "eval.log_prob_samples": 1}
+_SMOKE = {"model.num_steps": 1, "model.hidden": 8, "model.num_heads": 2, "model.num_components": 2,
+          "model.dequant_steps": 1, "eval.log_prob_samples": 1}

@@ -7,12 +7,11 @@ cosine schedule over 20k steps, generator EMA 0.999. It captures every mode of b
 mixtures with >= 95% of samples within 3 std of a mode (a few CPU minutes each).
 """
 
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
-import ml_collections  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
 def gan_defaults(config):
@@ -48,8 +47,9 @@ def gan_defaults(config):
     return config
 
 
-def get_config():
-    config = gan_defaults(default.get_config())
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = gan_defaults(default_config())
     config.data.name = "ring8"
     config.data.batch_size = 1024     # large batches: every mode is in every D batch
     config.data.eval_batch_size = 1024
@@ -66,4 +66,6 @@ def get_config():
     config.train.eval_every = 0
     config.train.checkpoint_every = 0
     config.eval.num_samples = 2500
+    if opts.smoke:
+        smoke(config)
     return config

@@ -6,14 +6,14 @@ log (1/10) sum_y p(x | y) (what --mode=eval reports); ``eval_step``'s loss is
 the conditional NLL given the true label.
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import pixelcnn_digits  # noqa: E402
+pixelcnn_digits = config_module("pixelcnn_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = pixelcnn_digits.get_config()
     config.method = "gated_pixelcnn"
     config.model.features = 32        # width of the vertical and horizontal stacks
@@ -21,9 +21,11 @@ def get_config():
     config.model.first_kernel = 5
     config.model.conditional = True
     config.train.num_grid_samples = 60  # six of each class
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
 # The 3-step smoke test (tests/test_configs.py) runs a tiny model.
-TEST_OVERRIDES = {"model.features": 4, "model.num_layers": 1, "model.head_features": 4,
-                  "model.first_kernel": 3}
+_SMOKE = {"model.features": 4, "model.num_layers": 1, "model.head_features": 4,
+          "model.first_kernel": 3}

@@ -5,14 +5,14 @@ Prepare once on a machine with internet and TensorFlow: ``tfds build mnist
 --file_format=array_record --data_dir=DIR``, then pass ``--config.data.data_dir=DIR``.
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import gated_pixelcnn_digits  # noqa: E402
+gated_pixelcnn_digits = config_module("gated_pixelcnn_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = gated_pixelcnn_digits.get_config()
     config.data.name = "tfds:mnist"
     config.data.batch_size = 64
@@ -28,8 +28,10 @@ def get_config():
     config.train.num_grid_samples = 20
     config.eval.max_batches = 10
     config.eval.num_samples = 100
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.features": 4, "model.num_layers": 1, "model.head_features": 4,
-                  "model.first_kernel": 3}
+_SMOKE = {"model.features": 4, "model.num_layers": 1, "model.head_features": 4,
+          "model.first_kernel": 3}

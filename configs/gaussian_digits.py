@@ -6,15 +6,14 @@ epoch). Density of uniformly dequantized 17-level pixels (bits/dim of 17-level
 data; the uniform model is 4.09).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "gaussian"
     config.data.name = "digits"
     config.data.dequantize = "uniform"
@@ -27,4 +26,6 @@ def get_config():
     config.train.log_every = 10
     config.train.eval_every = 0
     config.train.checkpoint_every = 0
+    if opts.smoke:
+        smoke(config)
     return config

@@ -5,15 +5,14 @@ bits/dim of 17-level data (uniform model: 4.09). Level 1: squeeze to 4x4x4,
 ``num_steps`` steps, split; level 2: squeeze to 2x2x8, steps, learned top prior.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "glow"
     config.data.name = "digits"
     config.data.dequantize = "uniform"
@@ -36,7 +35,9 @@ def get_config():
     config.train.log_every = 100
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.num_steps": 1, "model.hidden": 8}
+_SMOKE = {"model.num_steps": 1, "model.hidden": 8}

@@ -5,14 +5,14 @@ split with a learned prior, squeeze to 7x7x8, steps, learned top prior.
 Bits/dim of the 256-level images (uniform dequantization bound).
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import glow_digits  # noqa: E402
+glow_digits = config_module("glow_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = glow_digits.get_config()
     config.data.name = "tfds:mnist"
     config.model.num_levels = 2
@@ -22,7 +22,9 @@ def get_config():
     config.train.eval_every = 5000
     config.train.checkpoint_every = 5000
     config.eval.max_batches = 10
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.num_steps": 1, "model.hidden": 8}
+_SMOKE = {"model.num_steps": 1, "model.hidden": 8}

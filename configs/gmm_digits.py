@@ -8,15 +8,14 @@ num_components, covariance_type and reg_covar were chosen on the validation
 split (diag with K=60 beat full covariances, best K=10, by 0.15 bits/dim).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "gmm"
     config.data.name = "digits"
     config.data.dequantize = "uniform"
@@ -33,4 +32,6 @@ def get_config():
     config.train.log_every = 10
     config.train.eval_every = 0
     config.train.checkpoint_every = 0
+    if opts.smoke:
+        smoke(config)
     return config

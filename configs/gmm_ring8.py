@@ -5,14 +5,14 @@ the modes exactly: the density plot (samples/density.png) shows 8 round
 bumps and the test NLL matches the generating mixture's. Seconds on CPU.
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import gmm_digits  # noqa: E402
+gmm_digits = config_module("gmm_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = gmm_digits.get_config()
     config.data.name = "ring8"
     config.data.dequantize = "none"  # continuous data: nothing to dequantize
@@ -26,4 +26,6 @@ def get_config():
     config.train.num_steps = 50  # one epoch of the 20000 training points
     config.train.log_every = 50
     config.eval.num_samples = 1000
+    if opts.smoke:
+        smoke(config)
     return config

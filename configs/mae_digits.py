@@ -5,15 +5,14 @@ AdamW with weight decay 0.05, warm-up and cosine decay, as in the paper's
 pre-training recipe (scaled down).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "mae"
     config.data.name = "digits"
     config.data.batch_size = 128
@@ -40,4 +39,6 @@ def get_config():
     config.train.log_every = 50
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
+    if opts.smoke:
+        smoke(config)
     return config

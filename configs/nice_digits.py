@@ -5,15 +5,14 @@ flow likelihood is a bound on the discrete data's (bits/dim of 17-level data;
 the uniform model is 4.09).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "nice"
     config.data.name = "digits"
     config.data.dequantize = "uniform"
@@ -31,7 +30,9 @@ def get_config():
     config.train.log_every = 100
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.hidden": 16, "model.num_layers": 1}
+_SMOKE = {"model.hidden": 16, "model.num_layers": 1}

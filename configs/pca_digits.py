@@ -11,15 +11,14 @@ near-constant border pixels; use --config.model.num_components=10 for a
 visibly compressed recon grid.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "pca"
     config.data.name = "digits"
     config.data.dequantize = "uniform"
@@ -32,4 +31,6 @@ def get_config():
     config.train.log_every = 10
     config.train.eval_every = 0
     config.train.checkpoint_every = 0
+    if opts.smoke:
+        smoke(config)
     return config

@@ -6,14 +6,14 @@ internet and TensorFlow: ``tfds build cifar10 --file_format=array_record
 --data_dir=DIR``, then pass ``--config.data.data_dir=DIR``. Made for a GPU.
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import pixelcnn_digits  # noqa: E402
+pixelcnn_digits = config_module("pixelcnn_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = pixelcnn_digits.get_config()
     config.data.name = "tfds:cifar10"
     config.data.batch_size = 64
@@ -33,9 +33,11 @@ def get_config():
     config.train.num_grid_samples = 16
     config.eval.max_batches = 10
     config.eval.num_samples = 64
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
 # The 3-step smoke test runs a tiny model (and 4 32x32 samples: 3072 network passes).
-TEST_OVERRIDES = {"model.features": 6, "model.num_layers": 1, "model.head_features": 6,
-                  "model.first_kernel": 3, "model.num_mixtures": 2}
+_SMOKE = {"model.features": 6, "model.num_layers": 1, "model.head_features": 6,
+          "model.first_kernel": 3, "model.num_mixtures": 2}

@@ -5,15 +5,14 @@ softmax per pixel, so the test log-likelihood is exact (the uniform model is
 log2(17) = 4.09 bits/dim). A few minutes on CPU.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "pixelcnn"
     config.data.name = "digits"
     config.data.dequantize = "none"
@@ -36,9 +35,11 @@ def get_config():
     config.train.eval_every = 250
     config.train.checkpoint_every = 500
     config.eval.num_samples = 256
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
 # The 3-step smoke test (tests/test_configs.py) runs a tiny model.
-TEST_OVERRIDES = {"model.features": 4, "model.num_layers": 1, "model.head_features": 4,
-                  "model.first_kernel": 3}
+_SMOKE = {"model.features": 4, "model.num_layers": 1, "model.head_features": 4,
+          "model.first_kernel": 3}

@@ -6,15 +6,14 @@ Scale 1: 3 checkerboard couplings at 8x8x1, squeeze to 4x4x4, 3 channel
 couplings, factor out half; scale 2: 4 checkerboard couplings at 4x4x2.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "realnvp"
     config.data.name = "digits"
     config.data.dequantize = "uniform"
@@ -35,7 +34,9 @@ def get_config():
     config.train.log_every = 100
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.hidden": 8, "model.num_blocks": 0}
+_SMOKE = {"model.hidden": 8, "model.num_blocks": 0}

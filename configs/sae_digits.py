@@ -1,14 +1,14 @@
 """Sparse autoencoder on 8x8 digits: an overcomplete MLP code (64 sigmoid units for
 64 pixels) with Ng's KL sparsity penalty towards a mean activation of 0.05."""
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import ae_digits  # noqa: E402
+ae_digits = config_module("ae_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = ae_digits.get_config()
     config.method = "sae"
     config.model.arch = "mlp"
@@ -18,4 +18,6 @@ def get_config():
     config.model.sparsity = "kl"
     config.model.sparsity_weight = 0.01
     config.model.sparsity_target = 0.05
+    if opts.smoke:
+        smoke(config)
     return config

@@ -2,17 +2,16 @@
 sampled by the probability-flow ODE with adaptive RK45, exact likelihoods through
 the same ODE (the Jacobian trace is exact in 2-D). Song et al. (2021)."""
 
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "score_sde"
     config.data.name = "moons"
     config.data.batch_size = 256
@@ -48,8 +47,10 @@ def get_config():
     config.train.checkpoint_every = 1000
     config.train.ema_decay = 0.999
     config.eval.num_samples = 2000
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
-TEST_OVERRIDES = {"model.hidden": 16, "model.depth": 1, "sampler.ode_solver": "rk4",
-                  "sampler.num_steps": 2, "data.num_train": 512, "data.num_eval": 256}
+_SMOKE = {"model.hidden": 16, "model.depth": 1, "sampler.ode_solver": "rk4",
+          "sampler.num_steps": 2, "data.num_train": 512, "data.num_eval": 256}

@@ -5,15 +5,14 @@ IWAE bound are bounds on the discrete data's log-likelihood (bits/dim of
 17-level data; the uniform model is log2(17) = 4.09 bits/dim).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "vae"
     config.data.name = "digits"
     config.data.dequantize = "uniform"
@@ -39,4 +38,6 @@ def get_config():
     config.train.checkpoint_every = 500
     config.train.ema_decay = 0.999
 
+    if opts.smoke:
+        smoke(config)
     return config

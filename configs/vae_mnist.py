@@ -6,14 +6,14 @@ Prepare once on a machine with internet and TensorFlow:
 256-level images.
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import vae_digits  # noqa: E402
+vae_digits = config_module("vae_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = vae_digits.get_config()
     config.data.name = "tfds:mnist"
     config.data.batch_size = 128
@@ -24,4 +24,6 @@ def get_config():
     config.train.eval_every = 2000
     config.train.checkpoint_every = 2000
     config.eval.max_batches = 10
+    if opts.smoke:
+        smoke(config)
     return config

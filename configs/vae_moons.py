@@ -1,13 +1,13 @@
 """MLP VAE on the 2-D two-moons data: samples as a scatter plot, density heat map."""
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import vae_digits  # noqa: E402
+vae_digits = config_module("vae_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = vae_digits.get_config()
     config.data.name = "moons"
     config.data.dequantize = "none"  # continuous data: nothing to dequantize
@@ -24,4 +24,6 @@ def get_config():
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
     config.eval.log_prob_samples = 100
+    if opts.smoke:
+        smoke(config)
     return config

@@ -5,21 +5,23 @@ holds 2x2 coarse codes and the bottom map refines them (reconstruction grids
 in the workdir's samples/recon_*.png).
 """
 
-import os
-import sys
+from gen_jax.config import config_module, parse_arg
+from gen_jax.defaults import smoke
 
-sys.path.insert(0, os.path.dirname(__file__))
-import vqvae_digits  # noqa: E402
+vqvae_digits = config_module("vqvae_digits", __file__)
 
 
-def get_config():
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
     config = vqvae_digits.get_config()
     config.method = "vqvae2"
     config.model.downsample = 1        # bottom 4x4, top 2x2
     config.model.num_codes = 32
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
 # The 3-step smoke test (tests/test_configs.py) runs a tiny model.
-TEST_OVERRIDES = {"model.channels": 8, "model.code_dim": 4, "model.num_codes": 8,
-                  "model.num_res": 0}
+_SMOKE = {"model.channels": 8, "model.code_dim": 4, "model.num_codes": 8,
+          "model.num_res": 0}

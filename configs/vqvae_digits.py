@@ -5,15 +5,14 @@ VQ-VAE decodes uniformly random codes; configs/vqvae_prior_digits.py fits the
 PixelCNN prior over this model's code maps (the generative model).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "vqvae"
     config.data.name = "digits"
     config.data.dequantize = "none"
@@ -38,9 +37,11 @@ def get_config():
     config.train.log_every = 100
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
+    if opts.smoke:
+        smoke(config, **_SMOKE)
     return config
 
 
 # The 3-step smoke test (tests/test_configs.py) runs a tiny model.
-TEST_OVERRIDES = {"model.channels": 8, "model.code_dim": 4, "model.num_codes": 8,
-                  "model.num_res": 0}
+_SMOKE = {"model.channels": 8, "model.code_dim": 4, "model.num_codes": 8,
+          "model.num_res": 0}

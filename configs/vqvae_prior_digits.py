@@ -7,15 +7,16 @@ then this config (``--config.model.vqvae_workdir`` points elsewhere).
 Samples draw a code map position by position and decode it.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import default  # noqa: E402
+from gen_jax.config import parse_arg
+from gen_jax.defaults import get_config as default_config
+from gen_jax.defaults import smoke
 
 
-def get_config():
-    config = default.get_config()
+def get_config(arg=None):
+    """Variants: ``smoke`` (a tiny prior; point ``model.vqvae_workdir`` at a VQ-VAE
+    trained with ``configs/vqvae_digits.py:smoke``)."""
+    opts = parse_arg(arg, smoke=False)
+    config = default_config()
     config.method = "vqvae_prior"
     config.data.name = "digits"
     config.data.dequantize = "none"
@@ -39,19 +40,6 @@ def get_config():
     config.train.eval_every = 100
     config.train.checkpoint_every = 200
     config.train.num_grid_samples = 60
+    if opts.smoke:
+        smoke(config, **{"model.features": 8, "model.num_layers": 1, "model.head_features": 8})
     return config
-
-
-def TEST_OVERRIDES(scratch_dir):  # noqa: N802 (the name tests/test_configs.py looks up)
-    """Trains a tiny VQ-VAE for 2 steps in ``scratch_dir`` and points the prior at it."""
-    from gen_jax import load_config, train
-
-    workdir = os.path.join(str(scratch_dir), "vqvae")
-    vq = load_config(os.path.join(os.path.dirname(__file__), "vqvae_digits.py"), **{
-        "model.channels": 8, "model.code_dim": 4, "model.num_codes": 8, "model.num_res": 0,
-        "data.batch_size": 16, "data.eval_batch_size": 64, "train.num_steps": 2, "train.eval_every": 0,
-        "train.checkpoint_every": 0, "train.log_every": 1, "train.num_grid_samples": 4,
-        "eval.max_batches": 1})
-    train.train_and_evaluate(vq, workdir)
-    return {"model.vqvae_workdir": workdir, "model.features": 8, "model.num_layers": 1,
-            "model.head_features": 8}

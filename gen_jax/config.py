@@ -86,6 +86,54 @@ def _where(e: BaseException, path: Path) -> str:
     return f"{path}:{line}: " if line else ""
 
 
+def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
+    """A config file's variant argument, big_vision style: ``"smoke,data=mnist,steps=10"``.
+
+    Args:
+      arg: the text after ``:`` in ``--config=configs/x.py:arg`` (None or "" = defaults).
+      **spec: every accepted option with its default; a value is converted to the
+        default's type ("true"/"false" for bools); a bare ``name`` sets a bool to True.
+
+    Returns:
+      A ConfigDict of the options.
+
+    Raises:
+      ConfigError: an unknown option or a value of the wrong type (one line, listing
+        the valid options).
+    """
+    out = ml_collections.ConfigDict(spec)
+    for part in filter(None, (p.strip() for p in (arg or "").split(","))):
+        name, eq, value = part.partition("=")
+        if name not in spec:
+            raise ConfigError(f"unknown config variant option {name!r} in {arg!r}; valid: "
+                              f"{', '.join(sorted(spec)) or 'none'}")
+        default = spec[name]
+        try:
+            if isinstance(default, bool):
+                if eq and value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[name] = (not eq) or value.lower() in ("true", "1")
+            elif not eq:
+                raise ValueError("needs a value")
+            else:
+                out[name] = type(default)(value) if default is not None else value
+        except ValueError:
+            raise ConfigError(f"config variant option {name}={value!r} in {arg!r}: expected "
+                              f"{type(default).__name__}") from None
+    return out
+
+
+def config_module(name: str, relative_to: str | Path):
+    """Loads another config file (e.g. a base experiment) as a module, from the
+    directory of ``relative_to`` (pass ``__file__``): configs share code without
+    editing ``sys.path``."""
+    path = Path(relative_to).resolve().parent / (name if name.endswith(".py") else f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_gen_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def split_config_arg(path: str | Path) -> tuple[Path, str | None]:
     """``"configs/x.py:arg"`` -> (Path("configs/x.py"), "arg"); no ``:arg`` -> (path, None)."""
     text = str(path)

@@ -130,4 +130,20 @@ def build(config: ml_collections.ConfigDict, info: Any = None) -> Method:
         from gen_jax.data import dataset_info  # the runtime passes it; data imports no family
 
         info = dataset_info(config.data)
-    return _FACTORIES[name](config, info)
+    try:
+        return _FACTORIES[name](config, info)
+    except (AttributeError, KeyError) as e:
+        missing = _missing_config_key(e)
+        if missing is None:
+            raise
+        raise ConfigError(f"method {name!r} reads the config key {missing!r}, which this config "
+                          "lacks (most often a model.* key): start from a config file of this "
+                          "method (configs/*.py) or add the key") from None
+
+
+def _missing_config_key(e: BaseException) -> str | None:
+    """The key a ConfigDict lookup failed on, if ``e`` is such a failure."""
+    inner = e.args[0] if isinstance(e, AttributeError) and e.args else e
+    if isinstance(inner, KeyError) and inner.args and isinstance(inner.args[0], str):
+        return inner.args[0].strip("'\"")
+    return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -17,38 +16,39 @@ from gen_jax.data.tfds_source import TfdsSource
 from gen_jax.errors import ConfigError, DataError
 
 ALL_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.py") if p.name != "default.py")
-SMOKE = {"train.num_steps": 3, "train.log_every": 1, "train.eval_every": 0,
-         "train.checkpoint_every": 0, "data.batch_size": 16, "data.eval_batch_size": 64,
-         "train.num_grid_samples": 4, "eval.max_batches": 1, "eval.log_prob_samples": 4}
 
 
 def test_there_are_configs():
     assert "vae_digits.py" in ALL_CONFIGS and "vae_mnist.py" in ALL_CONFIGS
 
 
-def smoke_overrides(name: str, tmp_path) -> dict:
-    """SMOKE plus the config file's own optional ``TEST_OVERRIDES``.
+def smoke_config(name: str, tmp_path):
+    """The config's ``smoke`` variant (``configs/<name>:smoke``: a few steps, a tiny model).
 
-    A config whose model is large (a CIFAR-10 UNet, say) shrinks it there, so the
-    smoke run checks that the config is consistent without paying for its size.
-    ``TEST_OVERRIDES`` is a dict, or a function of a scratch directory returning
-    one (a config that needs another trained workdir, like a prior over VQ-VAE
-    codes, prepares a tiny one there).
+    A config that needs another trained workdir (the prior over VQ-VAE codes) gets
+    one trained here from that config's own smoke variant.
     """
-    spec = importlib.util.spec_from_file_location(f"_cfg_{name[:-3]}", CONFIGS / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    extra = getattr(module, "TEST_OVERRIDES", {})
-    if callable(extra):
-        scratch = tmp_path / "prepare"
-        scratch.mkdir()
-        extra = extra(scratch)
-    return {**SMOKE, **extra}
+    overrides = {}
+    if name == "vqvae_prior_digits.py":
+        vq = tmp_path / "vqvae"
+        train.train_and_evaluate(load_config(f"{CONFIGS / 'vqvae_digits.py'}:smoke",
+                                             **{"train.num_steps": 2}), vq)
+        overrides["model.vqvae_workdir"] = str(vq)
+    return load_config(f"{CONFIGS / name}:smoke", **overrides)
+
+
+def test_every_config_has_a_smoke_variant_and_no_sys_path_edits():
+    for name in ALL_CONFIGS:
+        text = (CONFIGS / name).read_text()
+        assert "def get_config(arg=None)" in text and "sys.path" not in text, name
+        assert load_config(f"{CONFIGS / name}:smoke").train.num_steps == 3, name
+    with pytest.raises(ConfigError, match=r"unknown config variant option 'smok'.*valid: smoke"):
+        load_config(f"{CONFIGS / 'vae_digits.py'}:smok")
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_config_loads_and_trains_three_steps(name, tmp_path):
-    cfg = load_config(CONFIGS / name, **smoke_overrides(name, tmp_path))
+    cfg = smoke_config(name, tmp_path)
     # A config survives the JSON round trip the workdir uses.
     assert json.loads(config_to_json(config_from_json(config_to_json(cfg)))) == json.loads(
         config_to_json(cfg))
@@ -113,3 +113,14 @@ def test_public_api_is_reachable_from_a_plain_import():
     assert callable(gen_jax.registry.build) and callable(gen_jax.train.train_and_evaluate)
     assert callable(gen_jax.train.restore) and callable(gen_jax.data.load_split)
     assert callable(gen_jax.load_config) and "vae" in gen_jax.registry.available()
+
+
+def test_a_config_missing_a_family_key_is_one_config_error():
+    import ml_collections
+
+    from gen_jax import registry
+
+    d = load_config(CONFIGS / "vae_digits.py").to_dict()
+    del d["model"]["beta"]
+    with pytest.raises(ConfigError, match="method 'vae' reads the config key 'beta', which this"):
+        registry.build(ml_collections.ConfigDict(d))
