@@ -23,8 +23,17 @@ _SCRIPT = textwrap.dedent("""
     np.savez(sys.argv[1] + "/out.npz", *leaves)
     # The batch really is split over the devices.
     mesh = parallel.make_mesh()
-    b = parallel.shard_batch({"x": np.zeros((32, 8, 8, 1), np.float32)}, mesh)
-    assert len(b["x"].addressable_shards) == n
+    # (A replicated batch also has n shards: check each holds its own 32/n rows.)
+    rows = np.arange(32 * 64, dtype=np.float32).reshape(32, 8, 8, 1)
+    for put in (parallel.shard_batch, parallel.shard_global_batch):
+        b = put({"x": rows}, mesh)
+        shards = b["x"].addressable_shards
+        assert len(shards) == n and len({s.device for s in shards}) == n
+        got = sorted((int(np.asarray(s.data)[0, 0, 0, 0]) // 64, s.data.shape) for s in shards)
+        assert got == [(i * 32 // n, (32 // n, 8, 8, 1)) for i in range(n)], got
+        for s in shards:
+            np.testing.assert_array_equal(np.asarray(s.data), rows[s.index])
+        np.testing.assert_array_equal(np.asarray(b["x"]), rows)
     if n > 1:
         try:
             train.setup(tiny_vae_config(**{"data.batch_size": 12}), sys.argv[1] + "/bad")

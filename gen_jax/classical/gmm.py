@@ -5,7 +5,9 @@ Public: :class:`GMMParams`, :func:`fit_gmm`, :func:`gmm_log_prob`,
 :func:`gmm_em` (EM from given parameters).
 
 ``fit_gmm`` runs, for each of ``num_restarts`` keys (vmapped): k-means++
-seeding (Arthur & Vassilvitskii, 2007), then EM (Dempster, Laird & Rubin,
+seeding (Arthur & Vassilvitskii, 2007) and Lloyd's k-means iterations from
+those centres (as scikit-learn's GaussianMixture initialises: hard
+responsibilities from the converged k-means partition, then an M-step), then EM (Dempster, Laird & Rubin,
 1977; Bishop, PRML §9.2) inside a ``lax.while_loop`` that stops when the mean
 log-likelihood changes by less than ``tol`` or after ``max_iters`` iterations;
 the restart with the best final likelihood is kept. Responsibilities are
@@ -30,6 +32,9 @@ from gen_jax.classical.gaussian import check_covariance_type, check_points, diag
 # empty component gives finite (if meaningless) parameters instead of 0/0.
 _COUNT_EPS = 10.0 * float(jnp.finfo(jnp.float32).eps)
 _LOG_2PI = math.log(2.0 * math.pi)
+# scikit-learn's KMeans defaults, which its GaussianMixture uses for init_params="kmeans".
+_KMEANS_MAX_ITERS = 300
+_KMEANS_TOL = 1e-4
 
 
 class GMMParams(NamedTuple):
@@ -177,12 +182,50 @@ def _em(x: jax.Array, params: tuple[jax.Array, jax.Array, jax.Array], max_iters:
     return GMMParams(*params, ll, it, jnp.abs(ll - prev_ll) < tol, trace)
 
 
+def _nearest(x: jax.Array, centres: jax.Array) -> jax.Array:
+    """Index of the nearest centre (squared Euclidean distance) for each row of ``x`` -> (N,)."""
+    # ‖x‖² is the same for every centre, so argmin of ‖c‖² − 2 x·c is the nearest one.
+    return jnp.argmin(jnp.sum(centres**2, axis=1) - 2.0 * x @ centres.T, axis=1)
+
+
+def _lloyd(x: jax.Array, centres: jax.Array, max_iters: int = _KMEANS_MAX_ITERS,
+           tol: float = _KMEANS_TOL) -> jax.Array:
+    """Lloyd's k-means from ``centres`` (K, D); returns the final partition's labels (N,).
+
+    Each iteration assigns every point to its nearest centre and moves each centre
+    to the mean of its points (an empty cluster keeps its centre). Stops, as
+    scikit-learn's KMeans does, when no label changes or when the centres moved
+    by at most tol × (mean per-feature variance of x) in total squared distance,
+    or after ``max_iters`` iterations; the labels are then those of the final centres.
+    """
+    k = centres.shape[0]
+    tol_abs = tol * jnp.mean(jnp.var(x, axis=0))
+
+    def cond(carry):
+        _, _, shift, changed, it = carry
+        return (it < max_iters) & changed & (shift > tol_abs)
+
+    def body(carry):
+        centres, labels, _, _, it = carry
+        new_labels = _nearest(x, centres)
+        onehot = jax.nn.one_hot(new_labels, k, dtype=x.dtype)
+        counts = jnp.sum(onehot, axis=0)
+        moved = (onehot.T @ x) / jnp.maximum(counts, 1.0)[:, None]
+        new_centres = jnp.where(counts[:, None] > 0, moved, centres)
+        shift = jnp.sum((new_centres - centres) ** 2)
+        return new_centres, new_labels, shift, jnp.any(new_labels != labels), it + 1
+
+    init = (centres, jnp.full((x.shape[0],), -1, jnp.int32), jnp.array(jnp.inf, x.dtype),
+            jnp.array(True), jnp.array(0, jnp.int32))
+    centres, *_ = jax.lax.while_loop(cond, body, init)
+    return _nearest(x, centres)
+
+
 def _fit_one(key: jax.Array, x: jax.Array, num_components: int, covariance_type: str,
              max_iters: int, tol: jax.Array, reg_covar: jax.Array) -> GMMParams:
-    """One restart: k-means++ centres, hard assignment to them, an M-step, then EM."""
-    centres = _kmeans_plus_plus(key, x, num_components)
-    d2 = jnp.sum((x[:, None, :] - centres[None]) ** 2, axis=-1)
-    resp0 = jax.nn.one_hot(jnp.argmin(d2, axis=1), num_components, dtype=x.dtype)
+    """One restart: k-means++ centres, Lloyd's k-means, an M-step from its partition, then EM."""
+    labels = _lloyd(x, _kmeans_plus_plus(key, x, num_components))
+    resp0 = jax.nn.one_hot(labels, num_components, dtype=x.dtype)
     return _em(x, _m_step(x, resp0, covariance_type, reg_covar), max_iters, tol, reg_covar)
 
 
@@ -205,7 +248,9 @@ def fit_gmm(x: jax.Array, num_components: int, key: jax.Array, covariance_type: 
     Args:
       x: (N, D) data.
       num_components: K, 1 <= K <= N.
-      key: a PRNG key; restart r seeds k-means++ from ``split(key, num_restarts)[r]``.
+      key: a PRNG key; restart r seeds k-means++ from ``split(key, num_restarts)[r]``,
+        then runs k-means to convergence (at most 300 Lloyd iterations) and
+        starts EM from the M-step of its partition.
       covariance_type: "full" ((K, D, D) covariances) or "diag" ((K, D) variances).
       max_iters: the most EM iterations per restart.
       tol: stop when the mean log-likelihood per point changes by less than this.

@@ -14,8 +14,10 @@ import pytest
 from conftest import CONFIGS, PYTHON, REPO, subprocess_env
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
+from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 from gen_jax import load_config, registry
 from gen_jax.classical.gmm import (
@@ -91,6 +93,24 @@ def test_diag_test_likelihood_within_1pct_of_sklearn_best_of_restarts(digits10):
     assert float(ours.log_likelihood) == pytest.approx(sk.score(x_train), rel=0.01)
     trace = np.asarray(ours.log_likelihood_trace)[: int(ours.num_iters) + 1]
     assert np.all(np.diff(trace) >= -1e-5)  # EM is monotone for diagonal covariances too
+
+
+def test_full_fit_reaches_sklearn_optimum_with_the_same_restarts():
+    # Issue 14's setting: digits / 16, PCA to 10 dimensions, K=10 full, 5 restarts.
+    # Both initialise each restart with k-means++ then Lloyd's k-means. Measured
+    # (experiments/gmm_vs_sklearn.py) seeds 0/1/2: ours -3.905/-3.897/-3.896,
+    # sklearn -3.903/-3.905/-3.908; with k-means++ centres alone as the start
+    # (the old init) ours was -3.977/-3.960/-3.889, 0.07 below on two seeds.
+    z = PCA(10).fit_transform(load_digits().data / 16.0)
+    for seed in (0, 1, 2):
+        ours = fit_gmm(z.astype(np.float32), 10, jax.random.key(seed), "full", max_iters=100,
+                       tol=1e-3, num_restarts=5, reg_covar=1e-6)
+        with threadpool_limits(1):  # sklearn's OpenMP k-means is ~20x slower on a shared 2-core box
+            sk = GaussianMixture(10, covariance_type="full", n_init=5, max_iter=100, tol=1e-3,
+                                 reg_covar=1e-6, random_state=seed).fit(z)
+        # Restarts land in different local optima; 0.01 nats is ~1/7 of the old gap.
+        assert float(ours.log_likelihood) >= sk.score(z) - 0.01, (seed, float(ours.log_likelihood),
+                                                                  sk.score(z))
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,47 @@ def test_iterator_is_deterministic_and_resumes_exactly():
         resumed.set_state({**again.get_state(), "seed": 99})
 
 
+class _Indexed:
+    """A source whose labels are the example indices, so batches say which examples they hold."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self):
+        return len(self.source)
+
+    def get(self, idx):
+        return self.source.get(idx)[0], np.asarray(idx)
+
+
+def test_dequantization_noise_is_fresh_per_batch_and_epoch_but_reproducible():
+    cfg = _digits_cfg()
+    it = data_lib.make_train_iterator(cfg, seed=3)
+    it.source = _Indexed(it.source)
+    per_epoch = it.batches_per_epoch
+    batches = [next(it) for _ in range(per_epoch + 2)]
+    raw = it.source.source.get(np.arange(len(it.source)))[0].reshape(len(it.source), -1)
+
+    def noise(b):  # x = (x_raw + u) / 17 with u ~ U[0, 1)
+        u = b["x"].reshape(len(b["x"]), -1) * 17 - raw[b["y"]]
+        assert u.min() >= -1e-5 and u.max() < 1 + 1e-5
+        return u
+
+    u0, u1 = noise(batches[0]), noise(batches[1])
+    assert abs(u0.mean() - 0.5) < 0.02 and abs(np.concatenate([u0, u1]).std() - 12 ** -0.5) < 0.02
+    assert np.abs(u0 - u1).mean() > 0.2  # independent uniforms differ by 1/3 on average
+    assert np.abs(noise(batches[per_epoch]) - u0).mean() > 0.2  # same position, next epoch
+    # The same examples in the next epoch get new noise.
+    first = {int(i): row for b in batches[:per_epoch] for i, row in zip(b["y"], noise(b), strict=True)}
+    later = [(first[int(i)], row) for b in batches[per_epoch:]
+             for i, row in zip(b["y"], noise(b), strict=True) if int(i) in first]
+    assert len(later) > 50 and all(np.abs(a - b).mean() > 0.1 for a, b in later)
+    # ... while (seed, epoch, position) alone fixes a batch, noise included.
+    again = data_lib.make_train_iterator(cfg, seed=3)
+    again.set_state({"seed": 3, "epoch": 1, "position": 1})
+    np.testing.assert_array_equal(next(again)["x"], batches[per_epoch + 1]["x"])
+
+
 def test_process_slices_reassemble_the_global_batch():
     cfg = _digits_cfg()
     whole = next(data_lib.make_train_iterator(cfg, seed=0))

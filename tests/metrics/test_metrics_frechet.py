@@ -58,6 +58,42 @@ def test_singular_covariances_and_the_imaginary_error():
         frechet_distance(x, y[:, :3])
 
 
+def _tr_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
+    """tr (s1 s2)^{1/2} through symmetric eigensolvers (as reference_fd), no sqrtm."""
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ s2 @ root1), 0, None)).sum())
+
+
+def test_singular_product_fallback_regularises_both_covariances(monkeypatch):
+    # scipy >= 1.16's sqrtm returns a finite root for the singular products of
+    # PSD matrices tried here (rank-deficient n < d covariances), which older
+    # scipy (and the reference FID code's era) turned into inf/NaN; the fallback
+    # is made to run by a sqrtm that fails on its first, unregularised call.
+    import scipy.linalg
+
+    real_sqrtm, calls = scipy.linalg.sqrtm, []
+
+    def failing_first(a, *args, **kw):
+        calls.append(np.array(a))
+        return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a, *args, **kw)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", failing_first)
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(4, 12)), rng.normal(1.0, 2.0, size=(7, 12))   # ranks 3 and 6 of 12
+    m1, m2, s1, s2 = x.mean(0), y.mean(0), np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    eps = 1e-2  # large, so a fallback that dropped or misplaced it would show
+    got = frechet_distance_from_moments(m1, s1, m2, s2, eps=eps)
+    assert len(calls) == 2  # the fallback ran
+    off = eps * np.eye(12)
+    want = (((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2)
+            - 2 * _tr_sqrt_product(s1 + off, s2 + off))
+    assert got == pytest.approx(want, rel=1e-8)
+    # eps matters here: the unregularised distance differs by far more than round-off.
+    exact = ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * _tr_sqrt_product(s1, s2)
+    assert abs(want - exact) > 1e-4 * exact
+
+
 def test_streaming_stats_equal_batch_stats():
     rng = np.random.default_rng(3)
     x = rng.normal(5.0, 2.0, size=(1000, 7)) @ rng.normal(size=(7, 7))
