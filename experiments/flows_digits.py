@@ -35,7 +35,6 @@ sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
 import gen_jax  # noqa: E402
 from gen_jax import data as data_lib  # noqa: E402
 from gen_jax import registry, viz  # noqa: E402
-from gen_jax.flows import Flow  # noqa: E402
 
 RUNS = (
     ("NICE", "nice", "nice_digits.py", {}),
@@ -49,7 +48,7 @@ RUNS = (
 
 def count_params(config) -> int:
     """Parameter count of the Method built from ``config`` (shapes only, nothing runs)."""
-    method = Flow(config, config.method)
+    method = registry.build(config)
     x, _ = data_lib.load_split(config, "val")
     shapes = jax.eval_shape(method.init, jax.random.key(0), {"x": x[:8]})
     return int(sum(math.prod(s.shape) for s in jax.tree.leaves(shapes.params)))
@@ -77,7 +76,7 @@ def test_log_prob(method, state, config, num_samples: int = 1) -> np.ndarray:
 
 
 def train_flow(config, steps: int):
-    method = Flow(config, config.method)
+    method = registry.build(config)
     it = data_lib.make_train_iterator(config, config.seed)
     state = jax.jit(method.init)(jax.random.key(config.seed), next(it))
     step = jax.jit(method.train_step)
@@ -98,7 +97,9 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    bits = 64 * math.log(2.0)
+    def bpd(log_prob: np.ndarray) -> float:  # nats per example -> bits/dim of 8x8 digits
+        return float(data_lib.bits_per_dim(-log_prob.mean(), 64))
+
     rows, grids = [], []
     common = {"train.num_steps": args.steps, "data.batch_size": args.batch, "optim.learning_rate": 2e-3}
     for label, arch, cfg_name, extra in RUNS:
@@ -108,9 +109,9 @@ def main() -> None:
         method, state, seconds, final_loss = train_flow(config, args.steps)
         row = {"model": label, "method": arch, "config": cfg_name, "overrides": extra, "hidden": hidden,
                "params": n_params, "train_seconds": round(seconds, 1), "final_train_bpd": final_loss,
-               "test_bpd": float(-test_log_prob(method, state, config).mean() / bits)}
+               "test_bpd": bpd(test_log_prob(method, state, config))}
         if method.variational:
-            row["test_bpd_iw16"] = float(-test_log_prob(method, state, config, 16).mean() / bits)
+            row["test_bpd_iw16"] = bpd(test_log_prob(method, state, config, 16))
         rows.append(row)
         grids.append(np.asarray(method.sample(state, jax.random.key(7), 16, temperature=0.8)))
         print(json.dumps(row), flush=True)
@@ -124,7 +125,7 @@ def main() -> None:
         lp = np.asarray(jax.jit(method.log_prob)(state, x_test, jax.random.key(0)))
         rows.append({"model": label, "method": config.method, "config": cfg_name,
                      "params": int(sum(np.size(p) for p in jax.tree.leaves(state.params))),
-                     "test_bpd": float(-lp.mean() / bits)})
+                     "test_bpd": bpd(lp)})
         print(json.dumps(rows[-1]), flush=True)
     rows.append({"model": "uniform over 17 levels", "method": "-", "params": 0, "test_bpd": math.log2(17)})
 

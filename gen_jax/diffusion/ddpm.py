@@ -18,20 +18,20 @@ data's log-likelihood directly; vector data use a Gaussian density decoder.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.data import DataInfo
+from gen_jax.data import DataInfo, bits_per_dim
 from gen_jax.diffusion import losses, process, samplers
 from gen_jax.diffusion.schedules import get_schedule
 from gen_jax.diffusion.unet import MLPDenoiser, UNet
 from gen_jax.errors import ConfigError
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.steps import make_eval_step, make_train_step
 
 LOSSES = ("simple", "hybrid", "vlb")
 TIMESTEP_SAMPLERS = ("uniform", "importance")
@@ -76,7 +76,6 @@ class DDPM:
         _check(m.variance, process.VARIANCES, "model.variance")
         _check(m.loss, LOSSES, "model.loss")
         _check(m.timestep_sampler, TIMESTEP_SAMPLERS, "model.timestep_sampler")
-        _check(config.sampler.method, samplers.METHODS, "sampler.method")
         if m.variance == "learned" and m.loss == "simple":
             raise ConfigError("model.variance='learned' needs a loss that trains it: "
                               "model.loss='hybrid' or 'vlb'")
@@ -99,6 +98,11 @@ class DDPM:
         self.learned = m.variance == "learned"
         self.net = build_network(config, self.info, 2 if self.learned else 1)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
+        # The configured sampler, checked now (its name, steps against T, typed options)
+        # rather than after training.
+        _check(config.sampler.method, samplers.METHODS, "sampler.method")
+        samplers.check_options(config.sampler.method, config.sampler.num_steps or None,
+                               self.sched.num_timesteps, **self._sampler_options(config.sampler.method))
 
     # -- network -------------------------------------------------------------
 
@@ -165,7 +169,7 @@ class DDPM:
             eps = jax.lax.stop_gradient(eps)
         mean, logvar, _ = process.p_mean_logvar(self.sched, xt, t, eps, m.variance, v)
         vb_nats = losses.vlb_term(self.sched, x, xt, t, mean, logvar, self.decoder)
-        vb = vb_nats / (self.info.dim * math.log(2.0))  # bits/dim of this one term
+        vb = bits_per_dim(vb_nats, self.info.dim)  # bits/dim of this one term
         if m.loss == "simple":
             per_ex = mse
         elif m.loss == "hybrid":
@@ -191,21 +195,20 @@ class DDPM:
                    if self.config.model.timestep_sampler == "importance" else None)
         return TrainState.create(params, self.tx, self.config.train.ema_decay, model_state=history)
 
-    def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
-        history = state.model_state
-
-        def loss_fn(params):
-            loss, metrics, t, per_ex = self._losses(params, batch, rng, history, True)
-            return loss, (metrics, t, per_ex)
-
-        (loss, (metrics, t, per_ex)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    def loss_fn(self, params: Any, model_state: Any, batch: dict, rng: jax.Array, train: bool):
+        """The configured loss (see gen_jax.steps); in training, the importance sampler's
+        loss history (``model_state``) records this batch's per-timestep terms."""
+        history = model_state if train else None
+        loss, metrics, t, per_ex = self._losses(params, batch, rng, history, train)
         if history is not None:
-            history = losses.update_loss_history(history, t, per_ex)
-        return state.apply_gradients(grads, model_state=history), {"loss": loss, **metrics}
+            model_state = losses.update_loss_history(history, t, jax.lax.stop_gradient(per_ex))
+        return loss, (metrics, model_state)
+
+    def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
+        return make_train_step(self.loss_fn)(state, batch, rng)
 
     def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
-        loss, metrics, _, _ = self._losses(state.eval_params, batch, rng, None, False)
-        return {"loss": loss, **metrics}
+        return make_eval_step(self.loss_fn)(state, batch, rng)
 
     def sample(self, state: TrainState, rng: jax.Array, num: int, labels: jax.Array | None = None,
                guidance: float | None = None, method: str | None = None,
@@ -225,32 +228,37 @@ class DDPM:
         method = method or s.method
         num_steps = num_steps or s.num_steps or None
         w = float(s.guidance if guidance is None else guidance)
+        opts = {**self._sampler_options(method), **options}
         if self.num_classes:
             if labels is None:
                 labels = jnp.arange(num, dtype=jnp.int32) % (self.info.num_classes or self.num_classes)
             labels = jnp.asarray(labels, jnp.int32)
         elif labels is not None or w != 0.0:
             raise ConfigError("labels and guidance need a class-conditional model (model.num_classes > 0)")
-        opts: dict = {"spacing": s.spacing or None}
-        if s.clip_x0 and self.info.kind == "image":
-            opts["clip_x0"] = (self.lo, self.hi)
-        if method == "ddpm":
-            opts["variance"] = self.config.model.variance
-        elif method == "ddim":
-            opts["eta"] = s.eta
-        else:
-            opts["order"] = s.order
-        opts.update(options)
         x = samplers.sample(self.eps_fn(state.eval_params, labels, w), self.sched,
                             (num, *self.info.shape), rng, method, num_steps, **opts)
         return jnp.clip(x, self.lo, self.hi) if self.info.kind == "image" else x
 
+    def _sampler_options(self, method: str) -> dict:
+        """The options ``config.sampler`` (and the model's variance) give sampler ``method``:
+        those among ``spacing``, ``eta``, ``order``, ``variance`` that it takes, and ``clip_x0``."""
+        s = self.config.sampler
+        given = {"spacing": s.spacing or None, "eta": s.get("eta"), "order": s.get("order"),
+                 "variance": self.config.model.variance}
+        takes = samplers.get_sampler(method).options
+        opts = {k: v for k, v in given.items() if k in takes}
+        if s.clip_x0 and self.info.kind == "image":
+            opts["clip_x0"] = (self.lo, self.hi)
+        return opts
+
     # -- optional extras -----------------------------------------------------
 
-    def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array) -> jax.Array:
+    def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array, *,
+                 num_samples: int = 1) -> jax.Array:
         """-VLB in nats per example (a lower bound on log p(x), discrete scale for images):
         all T terms, each with its own x_t draw, plus the prior term; the
-        unconditional (null-label) model for a conditional one."""
+        unconditional (null-label) model for a conditional one. ``num_samples`` is
+        unused: the bound has no importance samples to tighten it."""
         params = state.eval_params
 
         def model_fn(xt, t):

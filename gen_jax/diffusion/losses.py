@@ -10,17 +10,15 @@ Gaussians over the data's bins, so the bound is on the discrete data's likelihoo
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from gen_jax.data import bits_per_dim
 from gen_jax.diffusion import process
 from gen_jax.diffusion.schedules import Schedule
-
-_LOG_2PI = math.log(2.0 * math.pi)
+from gen_jax.likelihood import gaussian_log_prob_elementwise
 
 
 def normal_kl(mean1: jax.Array, logvar1: jax.Array, mean2: jax.Array, logvar2: jax.Array) -> jax.Array:
@@ -64,7 +62,7 @@ def discretized_gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_scale
 
 def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """Elementwise log N(x; mean, e^logvar), the decoder for continuous (vector) data."""
-    return -0.5 * (_LOG_2PI + logvar + (x - mean) ** 2 * jnp.exp(-logvar))
+    return gaussian_log_prob_elementwise(x, mean, logvar)
 
 
 def _sum(a: jax.Array) -> jax.Array:
@@ -162,14 +160,32 @@ def sample_timesteps(rng: jax.Array, batch: int, num_timesteps: int,
 
 
 def update_loss_history(history: dict, t: jax.Array, losses: jax.Array) -> dict:
-    """Pushes each example's L_t into its timestep's ring buffer (a duplicate t in one
-    batch keeps one of its values)."""
-    slot = history["count"][t] % HISTORY
-    hist = history["hist"].at[t, slot].set(jax.lax.stop_gradient(losses).astype(jnp.float32))
+    """Pushes each example's L_t into its timestep's ring buffer, in batch order: the
+    same result as pushing the examples one at a time, so a timestep drawn k times in
+    a batch receives all k losses (only its last ``HISTORY``, if k is larger).
+
+    Args:
+      history: from :func:`init_loss_history`.
+      t: (batch,) int timesteps.
+      losses: (batch,) their losses (no gradient flows into the history).
+
+    Returns:
+      The updated history.
+    """
+    same = t[:, None] == t[None, :]
+    before = jnp.tril(same, -1).sum(1)  # earlier examples with the same t in this batch
+    total = same.sum(1)  # examples with this t in the batch
+    slot = (history["count"][t] + before) % HISTORY
+    # Only the last HISTORY of a timestep's examples survive a sequential push; dropping
+    # the others keeps every scattered (t, slot) pair unique, so the order is defined.
+    keep = before >= total - HISTORY
+    rows = jnp.where(keep, t, history["hist"].shape[0])  # out of range: dropped
+    vals = jax.lax.stop_gradient(losses).astype(jnp.float32)
+    hist = history["hist"].at[rows, slot].set(vals, mode="drop")
     count = history["count"].at[t].add(1)
     return {"hist": hist, "count": count}
 
 
 def bits(nats: jax.Array, dim: int) -> jax.Array:
-    """Nats per example -> bits per dimension."""
-    return nats / (dim * np.log(2.0))
+    """Nats per example -> bits per dimension (gen_jax.data.bits_per_dim)."""
+    return bits_per_dim(nats, dim)

@@ -1,7 +1,12 @@
 """Samplers for discrete-time ε-prediction diffusion models.
 
-Public: :func:`sample` (``method`` = "ddpm" | "ddim" | "dpm_solver" | "dpm_solver++")
-and :func:`timesteps` (the step spacings). Every sampler is one ``lax.scan`` over
+Public: :func:`sample` (``method`` = "ddpm" | "ddim" | "dpm_solver" | "dpm_solver++"),
+:func:`timesteps` (the step spacings) and the sampler registry: each sampler is
+registered by name with its typed :class:`Option` s (:func:`register_sampler`), so
+adding one touches this file only, and :func:`check_options` validates a call (a
+Method runs it when built, so a bad ``sampler.*`` fails before training).
+
+Every sampler is one ``lax.scan`` over
 its steps; all step coefficients are computed in float64 numpy at trace time
 from the (static) schedule, so the scan body is only the network call and a few
 multiply-adds.
@@ -22,6 +27,7 @@ snapping moves λ by at most half a grid cell.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -32,19 +38,124 @@ from gen_jax.diffusion import process
 from gen_jax.diffusion.schedules import Schedule
 from gen_jax.errors import ConfigError
 
-METHODS = ("ddpm", "ddim", "dpm_solver", "dpm_solver++")
 SPACINGS = ("uniform", "quadratic", "logsnr")
 
 EpsFn = Callable[[jax.Array, jax.Array], Any]
 
-_OPTIONS = {
-    "ddpm": {"spacing": "uniform", "variance": "beta_tilde", "clip_x0": None, "x_T": None},
-    "ddim": {"spacing": "uniform", "eta": 0.0, "clip_x0": None, "x_T": None},
-    "dpm_solver": {"spacing": "logsnr", "order": 3, "clip_x0": None, "x_T": None,
-                   "denoise_to_zero": False},
-    "dpm_solver++": {"spacing": "logsnr", "order": 2, "clip_x0": None, "x_T": None,
-                     "denoise_to_zero": False, "lower_order_final": True},
-}
+
+# -- the sampler registry ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A typed sampler option: its default, its type and the values it may take.
+
+    ``kind`` None accepts anything (arrays such as ``x_T``); ``choices`` lists the
+    valid values; ``minimum`` bounds a number from below.
+    """
+
+    default: Any
+    kind: type | None = None
+    choices: tuple = ()
+    minimum: float | None = None
+
+    def check(self, sampler: str, name: str, value: Any) -> Any:
+        """``value`` converted to the option's type; ConfigError naming it if invalid."""
+        where = f"option {name}={value!r} of sampler {sampler!r}"
+        if self.kind is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f"{where} must be True or False")
+            value = bool(value)
+        elif self.kind is int:
+            if isinstance(value, (bool, np.bool_)) or not float(value).is_integer():
+                raise ConfigError(f"{where} must be an integer")
+            value = int(value)
+        elif self.kind is float:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+                raise ConfigError(f"{where} must be a number")
+            value = float(value)
+        elif self.kind is str and not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string")
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, self.choices))}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{where} must be >= {self.minimum}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """A registered discrete-time sampler.
+
+    Attributes:
+      name: its registry key.
+      fn: ``fn(eps_fn, sched, x_T, key, num_steps, clip_x0=..., **options) -> x_0``.
+      options: its own :class:`Option` s (``clip_x0`` and ``x_T`` are common to all).
+      max_steps: the largest ``num_steps`` for a T-step model.
+      default_steps: ``num_steps`` when none is given, for a T-step model.
+      nfe: network evaluations per example, ``nfe(num_steps, options)``.
+    """
+
+    name: str
+    fn: Callable
+    options: dict[str, Option]
+    max_steps: Callable[[int], int]
+    default_steps: Callable[[int], int]
+    nfe: Callable[[int, dict], int]
+
+
+COMMON_OPTIONS = {"clip_x0": Option(None), "x_T": Option(None)}
+SAMPLERS: dict[str, Sampler] = {}
+
+
+def register_sampler(name: str, options: dict[str, Option], *, max_steps: Callable[[int], int] = lambda t: t,
+                     default_steps: Callable[[int], int] = lambda t: 20,
+                     nfe: Callable[[int, dict], int] = lambda n, o: n) -> Callable:
+    """Decorator: registers ``fn`` as sampler ``name`` with its typed ``options``."""
+
+    def deco(fn: Callable) -> Callable:
+        SAMPLERS[name] = Sampler(name, fn, {**options, **COMMON_OPTIONS}, max_steps, default_steps, nfe)
+        return fn
+
+    return deco
+
+
+def get_sampler(name: str) -> Sampler:
+    """The registered sampler ``name``; ConfigError listing the known ones otherwise."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def check_options(method: str, num_steps: int | None, num_timesteps: int, **options: Any) -> tuple[int, dict]:
+    """Validates a sampler call before anything is traced (a Method calls this when built).
+
+    Args:
+      method: the sampler's name.
+      num_steps: its steps (None = its default for this model).
+      num_timesteps: the model's T.
+      **options: its options; None = the default.
+
+    Returns:
+      (num_steps, every option resolved to a typed value or its default).
+
+    Raises:
+      ConfigError: unknown sampler or option, a mistyped or out-of-range option, or
+        ``num_steps`` outside [1, max] for this model (the message names both).
+    """
+    spec = get_sampler(method)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ConfigError(f"unknown options {unknown} for sampler {method!r}; valid: "
+                          f"{', '.join(sorted(spec.options))}")
+    resolved = {k: (o.default if options.get(k) is None else o.check(method, k, options[k]))
+                for k, o in spec.options.items()}
+    n = spec.default_steps(num_timesteps) if num_steps is None else num_steps
+    top = spec.max_steps(num_timesteps)
+    if isinstance(n, bool) or not float(n).is_integer() or not 1 <= n <= top:
+        raise ConfigError(f"sampler.num_steps={num_steps!r} is out of range for sampler {method!r} on a "
+                          f"{num_timesteps}-step model: valid 1..{top}")
+    return int(n), resolved
 
 
 def timesteps(sched: Schedule, num: int, spacing: str = "uniform") -> np.ndarray:
@@ -103,6 +214,12 @@ def _noise_keys(key: jax.Array, n: int) -> jax.Array:
     return jax.random.split(key, n)
 
 
+_SPACING = {"uniform": Option("uniform", str, SPACINGS), "logsnr": Option("logsnr", str, SPACINGS)}
+
+
+@register_sampler("ddpm", {"spacing": _SPACING["uniform"],
+                           "variance": Option("beta_tilde", str, process.VARIANCES)},
+                  default_steps=lambda t: t)
 def _ddpm(eps_fn, sched, x, key, num_steps, spacing, variance, clip_x0):
     """Ancestral sampling (Ho et al., 2020, Alg. 2). With fewer steps than T, the chain
     is respaced (Nichol & Dhariwal, 2021, §4): over the chosen indices τ_i the
@@ -126,6 +243,7 @@ def _ddpm(eps_fn, sched, x, key, num_steps, spacing, variance, clip_x0):
     return x
 
 
+@register_sampler("ddim", {"spacing": _SPACING["uniform"], "eta": Option(0.0, float, minimum=0.0)})
 def _ddim(eps_fn, sched, x, key, num_steps, spacing, eta, clip_x0):
     """DDIM (Song et al., 2021, eq. 12): x_{prev} = √ᾱ_prev x̂_0 + √(1 - ᾱ_prev - σ²) ε̂ + σ z,
     σ = η √((1 - ᾱ_prev) / (1 - ᾱ_t)) √(1 - ᾱ_t / ᾱ_prev); the last step goes to ᾱ = 1."""
@@ -178,6 +296,9 @@ def _dpm_grid(sched: Schedule, num_steps: int, spacing: str, order: int):
     return ends, mids
 
 
+@register_sampler("dpm_solver", {"spacing": _SPACING["logsnr"], "order": Option(3, int, (1, 2, 3)),
+                                "denoise_to_zero": Option(False, bool)},
+                  max_steps=lambda t: t - 1, nfe=lambda n, o: n * o["order"] + int(o["denoise_to_zero"]))
 def _dpm_solver(eps_fn, sched, x, key, num_steps, spacing, order, clip_x0, denoise_to_zero):
     """Singlestep DPM-Solver-1/2/3 with ε-prediction (Lu et al., 2022, Algs. 1-2;
     the order-3 update as in the authors' code, with general r1 < r2)."""
@@ -229,6 +350,10 @@ def _dpm_solver(eps_fn, sched, x, key, num_steps, spacing, order, clip_x0, denoi
     return x
 
 
+@register_sampler("dpm_solver++", {"spacing": _SPACING["logsnr"], "order": Option(2, int, (1, 2, 3)),
+                                  "denoise_to_zero": Option(False, bool),
+                                  "lower_order_final": Option(True, bool)},
+                  max_steps=lambda t: t - 1, nfe=lambda n, o: n + int(o["denoise_to_zero"]))
 def _dpm_solver_pp(eps_fn, sched, x, key, num_steps, spacing, order, clip_x0, denoise_to_zero,
                    lower_order_final):
     """Multistep DPM-Solver++ (2M / 3M) with data prediction D = x̂_0 (Lu et al., 2022b, Alg. 2
@@ -288,12 +413,8 @@ def _dpm_solver_pp(eps_fn, sched, x, key, num_steps, spacing, order, clip_x0, de
 
 def nfe(method: str, num_steps: int, **options: Any) -> int:
     """Network evaluations of one :func:`sample` call (per example)."""
-    opts = {**_OPTIONS[method], **options}
-    if method == "dpm_solver":
-        return num_steps * opts["order"] + int(opts["denoise_to_zero"])
-    if method == "dpm_solver++":
-        return num_steps + int(opts["denoise_to_zero"])
-    return num_steps
+    spec = get_sampler(method)
+    return spec.nfe(num_steps, {**{k: o.default for k, o in spec.options.items()}, **options})
 
 
 def sample(eps_fn: EpsFn, schedule: Schedule, shape: tuple[int, ...], key: jax.Array,
@@ -322,15 +443,8 @@ def sample(eps_fn: EpsFn, schedule: Schedule, shape: tuple[int, ...], key: jax.A
     Returns:
       x_0 samples of ``shape``.
     """
-    if method not in METHODS:
-        raise ConfigError(f"unknown sampler {method!r}; known: {', '.join(METHODS)}")
-    unknown = sorted(set(options) - set(_OPTIONS[method]))
-    if unknown:
-        raise ConfigError(f"unknown options {unknown} for sampler {method!r}; valid: "
-                          f"{', '.join(sorted(_OPTIONS[method]))}")
-    opts = {**_OPTIONS[method], **{k: v for k, v in options.items() if v is not None}}
-    if num_steps is None:
-        num_steps = schedule.num_timesteps if method == "ddpm" else 20
+    spec = get_sampler(method)
+    num_steps, opts = check_options(method, num_steps, schedule.num_timesteps, **options)
     k_init, k_steps = jax.random.split(key)
     x = opts.pop("x_T")
     x = jax.random.normal(k_init, shape) if x is None else jnp.asarray(x, jnp.float32)
@@ -338,14 +452,7 @@ def sample(eps_fn: EpsFn, schedule: Schedule, shape: tuple[int, ...], key: jax.A
         raise ValueError(f"x_T has shape {x.shape}, expected {tuple(shape)}")
     clip = opts.pop("clip_x0")
     clip = None if clip is None else (float(clip[0]), float(clip[1]))
-    if method == "ddpm":
-        if opts["variance"] not in process.VARIANCES:
-            raise ConfigError(f"unknown variance {opts['variance']!r}; known: {', '.join(process.VARIANCES)}")
-        return _ddpm(eps_fn, schedule, x, k_steps, num_steps, opts["spacing"], opts["variance"], clip)
-    if method == "ddim":
-        return _ddim(eps_fn, schedule, x, k_steps, num_steps, opts["spacing"], float(opts["eta"]), clip)
-    if method == "dpm_solver":
-        return _dpm_solver(eps_fn, schedule, x, k_steps, num_steps, opts["spacing"], int(opts["order"]),
-                           clip, bool(opts["denoise_to_zero"]))
-    return _dpm_solver_pp(eps_fn, schedule, x, k_steps, num_steps, opts["spacing"], int(opts["order"]),
-                          clip, bool(opts["denoise_to_zero"]), bool(opts["lower_order_final"]))
+    return spec.fn(eps_fn, schedule, x, k_steps, num_steps, clip_x0=clip, **opts)
+
+
+METHODS = tuple(SAMPLERS)  # the registered discrete-time samplers, in registration order

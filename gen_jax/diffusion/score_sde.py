@@ -1,6 +1,7 @@
 """The "score_sde" Method: a continuous-time noise-prediction network trained by
 denoising score matching (Song et al., 2021), sampled by reverse SDE, predictor-
-corrector or the probability-flow ODE, with exact likelihoods via that ODE.
+corrector (sde.SAMPLERS: named predictor / corrector pairs) or the probability-flow
+ODE, with exact likelihoods via that ODE.
 
 The network predicts ε from x_t = m(t) x_0 + s(t) ε, so the score is
 ∇log p_t(x) ≈ -ε̂(x, t) / s(t); training minimises E_t E ‖ε̂ - ε‖² (denoising score
@@ -29,6 +30,7 @@ from gen_jax.diffusion.ddpm import build_network
 from gen_jax.errors import ConfigError
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.steps import make_eval_step, make_train_step
 
 
 class ScoreSDE:
@@ -44,6 +46,12 @@ class ScoreSDE:
                                   (s.divergence, sde_lib.DIVERGENCES, "sampler.divergence")):
             if value not in valid:
                 raise ConfigError(f"{key} must be one of {', '.join(valid)}; got {value!r}")
+        for value, key in ((s.num_steps, "sampler.num_steps"),
+                           (s.corrector_steps, "sampler.corrector_steps")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}={value!r} must be an integer >= 1")
+        if not s.snr > 0:
+            raise ConfigError(f"sampler.snr={s.snr!r} must be > 0")
         self.offset = discrete_log_prob_offset(self.info, config.data)
         if self.offset is None:
             raise ConfigError("score_sde models a continuous density: image data need "
@@ -92,12 +100,15 @@ class ScoreSDE:
         params = self.net.init({"params": rng}, x_in, jnp.zeros((x.shape[0],), jnp.float32))["params"]
         return TrainState.create(params, self.tx, self.config.train.ema_decay)
 
+    def loss_fn(self, params: Any, model_state: Any, batch: dict, rng: jax.Array, train: bool):
+        """The denoising score-matching loss (see gen_jax.steps for the signature)."""
+        return self._loss(params, batch["x"], rng, train), ({}, model_state)
+
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
-        loss, grads = jax.value_and_grad(self._loss)(state.params, batch["x"], rng, True)
-        return state.apply_gradients(grads), {"loss": loss}
+        return make_train_step(self.loss_fn)(state, batch, rng)
 
     def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
-        return {"loss": self._loss(state.eval_params, batch["x"], rng, False)}
+        return make_eval_step(self.loss_fn)(state, batch, rng)
 
     def sample(self, state: TrainState, rng: jax.Array, num: int, method: str | None = None,
                num_steps: int | None = None) -> jax.Array:
@@ -107,19 +118,21 @@ class ScoreSDE:
         n = num_steps or s.num_steps
         shape = (num, *self.info.shape)
         score = self.score_fn(state.eval_params)
-        if method == "euler_maruyama":
-            x = sde_lib.euler_maruyama(score, self.sde, shape, rng, n)
-        elif method == "pc":
-            x = sde_lib.predictor_corrector(score, self.sde, shape, rng, n, s.snr, s.corrector_steps)
-        elif method == "ode":
+        if method not in sde_lib.SAMPLERS:
+            raise ConfigError(f"unknown sampler {method!r}; known: {', '.join(sde_lib.SAMPLERS)}")
+        if sde_lib.SAMPLERS[method] is None:
             x, _ = sde_lib.ode_sample(score, self.sde, shape, rng, s.ode_solver, n, s.rtol, s.atol)
         else:
-            raise ConfigError(f"unknown sampler {method!r}; known: {', '.join(sde_lib.SAMPLERS)}")
+            predictor, corrector = sde_lib.SAMPLERS[method]
+            x = sde_lib.pc_sample(score, self.sde, shape, rng, n, predictor, corrector, s.snr,
+                                  s.corrector_steps)
         return jnp.clip(x, self.lo, self.hi) if self.info.kind == "image" else x
 
-    def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array) -> jax.Array:
+    def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array, *,
+                 num_samples: int = 1) -> jax.Array:
         """log p(x) in nats per example through the probability-flow ODE (``sampler.ode_solver``,
-        ``sampler.divergence``); for dequantized images a bound on the discrete scale."""
+        ``sampler.divergence``); for dequantized images a bound on the discrete scale.
+        ``num_samples`` is unused (the divergence's estimator is set by the config)."""
         s = self.config.sampler
         lp, _ = sde_lib.ode_log_prob(self.score_fn(state.eval_params), self.sde, x, rng, s.divergence,
                                      s.ode_solver, s.num_steps, s.rtol, s.atol)

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 
 from gen_jax.diffusion import ode
 from gen_jax.errors import ConfigError
+from gen_jax.likelihood import LOG_2PI
 
 SDES = ("vp", "subvp", "ve")
-SAMPLERS = ("euler_maruyama", "pc", "ode")
 ODE_SOLVERS = ("rk4", "heun", "rk45")
 DIVERGENCES = ("rademacher", "gaussian", "exact")
 
@@ -84,67 +84,109 @@ class SDE:
         s = self.prior_std()
         d = math.prod(z.shape[1:])
         return (-0.5 * jnp.sum((z / s).reshape(z.shape[0], -1) ** 2, -1)
-                - d * (math.log(s) + 0.5 * math.log(2 * math.pi)))
+                - d * (math.log(s) + 0.5 * LOG_2PI))
 
 
 def _times(sde: SDE, num_steps: int) -> jax.Array:
     return jnp.linspace(1.0, sde.t_eps, num_steps + 1, dtype=jnp.float32)
 
 
-def euler_maruyama(score_fn: ScoreFn, sde: SDE, shape: tuple[int, ...], key: jax.Array,
-                   num_steps: int = 1000) -> jax.Array:
-    """Reverse SDE dx = [f - g² ∇log p_t] dt + g dw̄ by Euler-Maruyama from t = 1 to t_eps;
-    the last step returns its mean (no noise), as Song et al. do."""
-    k0, ks = jax.random.split(key)
-    x = sde.prior_std() * jax.random.normal(k0, shape)
-    ts = _times(sde, num_steps)
-
-    def step(x, inp):
-        t, t_next, k, last = inp
-        tb = jnp.full((shape[0],), t)
-        f, g = sde.drift_diffusion(x, tb)
-        dt = t_next - t  # negative
-        mean = x + (f - _bcast(g**2, x) * score_fn(x, tb)) * dt
-        noise = _bcast(g, x) * jnp.sqrt(-dt) * jax.random.normal(k, shape)
-        return jnp.where(last, mean, mean + noise), None
-
-    last = jnp.arange(num_steps) == num_steps - 1
-    x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:], jax.random.split(ks, num_steps), last))
-    return x
+# -- predictors and correctors (Song et al., 2021, Alg. 1) ----------------------
+# A predictor takes one reverse-time step t -> t + dt (dt < 0) and returns (x, its
+# noise-free mean); a corrector refines x at a fixed time t. Both have one signature
+# each, so a sampler is any (predictor, corrector) pair; the Langevin corrector is
+# reusable with any score.
 
 
-def predictor_corrector(score_fn: ScoreFn, sde: SDE, shape: tuple[int, ...], key: jax.Array,
-                        num_steps: int = 1000, snr: float = 0.16, corrector_steps: int = 1) -> jax.Array:
-    """Predictor-corrector sampling (Song et al., 2021, Algs. 2-3): at each time, Langevin
-    corrector steps x += ε s + √(2ε) z with ε = 2 α (snr ‖z‖ / ‖s‖)² (α = 1 - β(t) Δt for
-    VP / sub-VP, 1 for VE), then an Euler-Maruyama predictor step."""
-    k0, ks = jax.random.split(key)
-    x = sde.prior_std() * jax.random.normal(k0, shape)
-    ts = _times(sde, num_steps)
-    b = shape[0]
+def euler_maruyama_predictor(score_fn: ScoreFn, sde: SDE, x: jax.Array, t: jax.Array, dt: jax.Array,
+                             key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One Euler-Maruyama step of the reverse SDE dx = [f - g² ∇log p_t] dt + g dw̄.
+
+    Args:
+      x: the state at time ``t`` (scalar); dt: the (negative) step; key: its noise.
+
+    Returns:
+      (x_{t+dt}, its mean without the noise).
+    """
+    tb = jnp.full((x.shape[0],), t)
+    f, g = sde.drift_diffusion(x, tb)
+    mean = x + (f - _bcast(g**2, x) * score_fn(x, tb)) * dt
+    return mean + _bcast(g, x) * jnp.sqrt(-dt) * jax.random.normal(key, x.shape), mean
+
+
+def langevin_corrector(score_fn: ScoreFn, sde: SDE, x: jax.Array, t: jax.Array, dt: jax.Array,
+                       key: jax.Array, snr: float = 0.16, steps: int = 1) -> jax.Array:
+    """``steps`` Langevin MCMC steps at time ``t`` (Song et al., 2021, Alg. 4):
+    x += ε s + √(2ε) z with ε = 2 α (snr ‖z‖ / ‖s‖)², α = 1 - β(t) |dt| for VP /
+    sub-VP and 1 for VE (the norms are averaged over the batch)."""
+    b = x.shape[0]
+    tb = jnp.full((b,), t)
+    alpha = 1.0 if sde.kind == "ve" else 1.0 - sde.beta(t) * (-dt)
 
     def norm(a):
         return jnp.sqrt(jnp.sum(a.reshape(b, -1) ** 2, -1)).mean()
 
+    for kk in jax.random.split(key, steps):
+        s = score_fn(x, tb)
+        z = jax.random.normal(kk, x.shape)
+        eps = 2.0 * alpha * (snr * norm(z) / norm(s)) ** 2
+        x = x + eps * s + jnp.sqrt(2.0 * eps) * z
+    return x
+
+
+PREDICTORS = {"euler_maruyama": euler_maruyama_predictor}
+CORRECTORS = {"none": None, "langevin": langevin_corrector}
+# The samplers by name: a (predictor, corrector) pair, or None for the probability-flow ODE.
+SAMPLERS = {"euler_maruyama": ("euler_maruyama", "none"), "pc": ("euler_maruyama", "langevin"), "ode": None}
+
+
+def pc_sample(score_fn: ScoreFn, sde: SDE, shape: tuple[int, ...], key: jax.Array, num_steps: int = 1000,
+              predictor: str = "euler_maruyama", corrector: str = "none", snr: float = 0.16,
+              corrector_steps: int = 1) -> jax.Array:
+    """Predictor-corrector sampling from t = 1 (x ~ prior) to t_eps in one lax.scan: at
+    each time the corrector (if any), then the predictor; the last step returns the
+    predictor's mean (no noise), as Song et al. do.
+
+    Args:
+      predictor: a key of :data:`PREDICTORS`; corrector: a key of :data:`CORRECTORS`.
+      snr, corrector_steps: the Langevin corrector's options.
+    """
+    if predictor not in PREDICTORS:
+        raise ConfigError(f"unknown predictor {predictor!r}; known: {', '.join(PREDICTORS)}")
+    if corrector not in CORRECTORS:
+        raise ConfigError(f"unknown corrector {corrector!r}; known: {', '.join(CORRECTORS)}")
+    predict, correct = PREDICTORS[predictor], CORRECTORS[corrector]
+    k0, ks = jax.random.split(key)
+    x = sde.prior_std() * jax.random.normal(k0, shape)
+    ts = _times(sde, num_steps)
+
     def step(x, inp):
         t, t_next, k, last = inp
-        tb = jnp.full((b,), t)
-        dt = t_next - t
-        alpha = 1.0 if sde.kind == "ve" else 1.0 - sde.beta(t) * (-dt)
-        kc, kp = jax.random.split(k)
-        for kk in jax.random.split(kc, corrector_steps):
-            s = score_fn(x, tb)
-            z = jax.random.normal(kk, shape)
-            eps = 2.0 * alpha * (snr * norm(z) / norm(s)) ** 2
-            x = x + eps * s + jnp.sqrt(2.0 * eps) * z
-        f, g = sde.drift_diffusion(x, tb)
-        mean = x + (f - _bcast(g**2, x) * score_fn(x, tb)) * dt
-        noise = _bcast(g, x) * jnp.sqrt(-dt) * jax.random.normal(kp, shape)
-        return jnp.where(last, mean, mean + noise), None
+        dt = t_next - t  # negative
+        if correct is not None:
+            kc, k = jax.random.split(k)
+            x = correct(score_fn, sde, x, t, dt, kc, snr, corrector_steps)
+        x, mean = predict(score_fn, sde, x, t, dt, k)
+        return jnp.where(last, mean, x), None
 
     last = jnp.arange(num_steps) == num_steps - 1
     x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:], jax.random.split(ks, num_steps), last))
     return x
+
+
+def euler_maruyama(score_fn: ScoreFn, sde: SDE, shape: tuple[int, ...], key: jax.Array,
+                   num_steps: int = 1000) -> jax.Array:
+    """Reverse SDE by Euler-Maruyama from t = 1 to t_eps (no corrector); the last step
+    returns its mean (no noise), as Song et al. do."""
+    return pc_sample(score_fn, sde, shape, key, num_steps)
+
+
+def predictor_corrector(score_fn: ScoreFn, sde: SDE, shape: tuple[int, ...], key: jax.Array,
+                        num_steps: int = 1000, snr: float = 0.16, corrector_steps: int = 1) -> jax.Array:
+    """Predictor-corrector sampling (Song et al., 2021, Algs. 2-3): Langevin corrector
+    steps, then an Euler-Maruyama predictor step, at each time."""
+    return pc_sample(score_fn, sde, shape, key, num_steps, "euler_maruyama", "langevin", snr,
+                     corrector_steps)
 
 
 def ode_drift(score_fn: ScoreFn, sde: SDE) -> Callable[[jax.Array, jax.Array], jax.Array]:

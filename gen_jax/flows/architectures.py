@@ -44,6 +44,7 @@ from gen_jax.flows.couplings import (
     MixLogisticCoupling,
     MLPTrunk,
 )
+from gen_jax.likelihood import standard_normal_log_prob  # noqa: F401 - re-exported
 
 Array = jax.Array
 ARCHS = ("nice", "realnvp", "glow", "flowpp")
@@ -171,11 +172,6 @@ def build_flowpp(m: ml_collections.ConfigDict, shape: tuple[int, ...], value_ran
 BUILDERS = {"nice": build_nice, "realnvp": build_realnvp, "glow": build_glow, "flowpp": build_flowpp}
 
 
-def standard_normal_log_prob(z: Array) -> Array:
-    """log N(z; 0, I) per example."""
-    return -0.5 * (z.reshape(z.shape[0], -1) ** 2 + math.log(2 * math.pi)).sum(-1)
-
-
 class VariationalDequantizer(nn.Module):
     """Flow++'s variational dequantization (Ho et al., 2019, sec. 3.1): a conditional
     flow u = sigmoid(g(eps; x)) with eps ~ N(0, I), so
@@ -231,5 +227,5 @@ def check_model_config(arch: str, m: ml_collections.ConfigDict) -> None:
 
 
 def num_params(params) -> int:
-    """Total number of parameter entries (fixed LU permutations and signs included)."""
+    """Total number of entries of a parameter pytree."""
     return int(sum(jnp.size(p) for p in jax.tree.leaves(params)))

@@ -223,19 +223,28 @@ class InvConv1x1(Bijector):
     log|det| = (number of positions) * sum(log|s|). Acts on the last axis, so it
     is a learned invertible linear map for vector data too.
 
-    P and sign(s) are stored with the parameters but never change: their
-    gradients are stopped (so Adam's updates of them are exactly zero).
+    P and sign(s) are constants, not parameters: they live in the non-trainable
+    ``"constants"`` collection (carried in ``TrainState.model_state``), so no
+    optimizer ever touches them (weight decay would shrink P, making det W differ
+    from the log-det counted). L, U and log|s| are the ``"lu"`` parameter; every
+    factor comes from the same random rotation, drawn from the ``"params"`` stream.
     """
 
     @nn.compact
     def __call__(self, x: Array, reverse: bool = False, context: Array | None = None):
         c = x.shape[-1]
+        # Both collections come from one rotation, drawn once. (Flax also calls the
+        # param's initializer abstractly on apply to check shapes: hence its key.)
+        init = _lu_init(self.make_rng("params"), c) if not self.has_variable("params", "lu") else None
 
-        # One parameter pytree, so every factor comes from the same rotation.
-        lu = self.param("lu", _lu_init, c)
-        p, sign_s = jax.lax.stop_gradient(lu["p"]), jax.lax.stop_gradient(lu["sign_s"])
-        low_raw, up_raw, log_s = lu["l"], lu["u"], lu["log_s"]
-        w = self.assemble(p, low_raw, up_raw, sign_s, log_s)
+        def factors(key: Array, names: tuple[str, ...]) -> dict[str, Array]:
+            full = init if init is not None else _lu_init(key, c)
+            return {k: full[k] for k in names}
+
+        lu = self.param("lu", factors, ("l", "u", "log_s"))
+        fixed = self.variable("constants", "lu", lambda: factors(None, ("p", "sign_s"))).value
+        log_s = lu["log_s"]
+        w = self.assemble(fixed["p"], lu["l"], lu["u"], fixed["sign_s"], log_s)
         positions = math.prod(x.shape[1:-1])
         ld = jnp.broadcast_to(positions * jnp.sum(log_s), (x.shape[0],))
         if reverse:

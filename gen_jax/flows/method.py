@@ -36,6 +36,7 @@ from gen_jax.flows.architectures import (
 )
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.steps import make_eval_step, make_train_step
 
 Array = jax.Array
 
@@ -130,10 +131,17 @@ class Flow:
 
         return fn
 
-    def _bound(self, params: Any, x: Array, rng: Array) -> Array:
+    @staticmethod
+    def _variables(params: Any, model_state: Any) -> dict:
+        """The Flax variables: trained ``params`` plus the constant collections (the
+        LU permutations and signs of the 1x1 convolutions) kept in ``model_state``."""
+        return {"params": params, **(model_state or {})}
+
+    def _bound(self, params: Any, x: Array, rng: Array, model_state: Any = None) -> Array:
         """Per-example log-likelihood (bound) in nats on the discrete data scale."""
         eps = jax.random.normal(rng, x.shape) if self.variational else None
-        return self.model.apply({"params": params}, method=self._log_density_fn(x, eps)) + self.offset
+        return self.model.apply(self._variables(params, model_state),
+                                method=self._log_density_fn(x, eps)) + self.offset
 
     def _metrics(self, log_lik: Array) -> dict:
         nll = -jnp.mean(log_lik)
@@ -148,19 +156,23 @@ class Flow:
         self.info.check_batch(x)
         r_params, r_noise = jax.random.split(rng)
         eps = jax.random.normal(r_noise, x.shape) if self.variational else None
-        params = self.model.init(r_params, method=self._log_density_fn(x, eps))["params"]
-        return TrainState.create(params, self.tx, self.config.train.ema_decay)
+        variables = dict(self.model.init(r_params, method=self._log_density_fn(x, eps)))
+        params = variables.pop("params")
+        # Non-trained collections ("constants": LU permutations and signs) stay out of
+        # the optimizer's reach, so weight decay cannot change them.
+        return TrainState.create(params, self.tx, self.config.train.ema_decay, model_state=variables)
+
+    def loss_fn(self, params: Any, model_state: Any, batch: dict, rng: Array, train: bool):
+        """The negative log-likelihood (bound) in nats (see gen_jax.steps for the signature);
+        ``model_state`` holds the constant collections and is returned unchanged."""
+        metrics = self._metrics(self._bound(params, batch["x"], rng, model_state))
+        return metrics["loss"], (metrics, model_state)
 
     def train_step(self, state: TrainState, batch: dict, rng: Array) -> tuple[TrainState, dict]:
-        def loss_fn(params):
-            metrics = self._metrics(self._bound(params, batch["x"], rng))
-            return metrics["loss"], metrics
-
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-        return state.apply_gradients(grads), metrics
+        return make_train_step(self.loss_fn)(state, batch, rng)
 
     def eval_step(self, state: TrainState, batch: dict, rng: Array) -> dict:
-        return self._metrics(self._bound(state.eval_params, batch["x"], rng))
+        return make_eval_step(self.loss_fn)(state, batch, rng)
 
     def sample(self, state: TrainState, rng: Array, num: int, temperature: float = 1.0) -> Array:
         """Inverts z ~ N(0, temperature^2 I) (Glow's reduced-temperature sampling).
@@ -174,7 +186,7 @@ class Flow:
 
     # -- optional extras ---------------------------------------------------
 
-    def log_prob(self, state: TrainState, x: Array, rng: Array, num_samples: int = 1) -> Array:
+    def log_prob(self, state: TrainState, x: Array, rng: Array, *, num_samples: int = 1) -> Array:
         """log P(x) in nats per example on the discrete data scale.
 
         Exact for vector data; for uniformly dequantized images, the density of the
@@ -182,12 +194,12 @@ class Flow:
         importance-weighted bound log (1/K) sum_k p(y_k) / q(u_k|x) with
         K = ``num_samples`` draws (K = 1: the variational bound), in one lax.scan.
         """
-        params = state.eval_params
+        params, consts = state.eval_params, state.model_state
         if not self.variational:
-            return self._bound(params, x, rng)
+            return self._bound(params, x, rng, consts)
 
         def body(acc, key):
-            return jnp.logaddexp(acc, self._bound(params, x, key)), None
+            return jnp.logaddexp(acc, self._bound(params, x, key, consts)), None
 
         lse, _ = jax.lax.scan(body, jnp.full((x.shape[0],), -jnp.inf), jax.random.split(rng, num_samples))
         return lse - math.log(num_samples)
@@ -197,11 +209,11 @@ class Flow:
         dequantized models encode the centre of each pixel's bin."""
         if self.variational:
             x = self.lo + (self.hi - self.lo) * (self._levels(x) + 0.5) / self.info.num_levels
-        return self.model.apply({"params": state.eval_params}, x)[0]
+        return self.model.apply(self._variables(state.eval_params, state.model_state), x)[0]
 
     def decode(self, state: TrainState, z: Array) -> Array:
         """z -> x in the data's value range (the inverse of :meth:`encode`)."""
-        y = self.model.apply({"params": state.eval_params}, z, reverse=True)[0]
+        y = self.model.apply(self._variables(state.eval_params, state.model_state), z, reverse=True)[0]
         if self.info.kind != "image":
             return y
         y = jnp.clip(y, self.lo, self.hi)
@@ -221,7 +233,7 @@ class Flow:
         return self.decode(state, (1 - t) * za + t * zb)
 
     def num_params(self, state: TrainState) -> int:
-        """Number of parameter entries of the model (flow and dequantizer)."""
+        """Number of trained parameter entries of the model (flow and dequantizer)."""
         return num_params(state.params)
 
 

@@ -17,7 +17,7 @@ from gen_jax.errors import ConfigError
 
 # Guidance is architecture-independent: a tiny MLP denoiser keeps the compile short.
 TINY_COND = {"model.arch": "mlp", "model.hidden": 16, "model.depth": 1, "model.num_timesteps": 20,
-             "data.batch_size": 16}
+             "data.batch_size": 16, "sampler.num_steps": 3}
 
 
 def test_cifar10_config_builds_the_35_7m_parameter_unet():
@@ -67,7 +67,7 @@ def test_classifier_free_guidance_and_conditioning():
 IDDPM = {"model.arch": "mlp", "model.hidden": 32, "model.depth": 1, "model.num_timesteps": 20,
          "model.schedule": "cosine", "model.variance": "learned", "model.loss": "hybrid",
          "model.pred": "v", "model.timestep_sampler": "importance", "data.batch_size": 32,
-         "train.ema_decay": 0.9}
+         "train.ema_decay": 0.9, "sampler.num_steps": 3}
 
 
 def test_iddpm_options_train_sample_and_bound():

@@ -157,3 +157,29 @@ def test_importance_sampler_follows_loss_history():
     # Weights 1 / (T p_t) make the estimate of a sum over t unbiased.
     np.testing.assert_allclose(float(jnp.mean(w * jnp.asarray([1.0, 2.0, 3.0, 4.0])[t])) * 4, 10.0, rtol=0.03)
     assert math.isclose(float(w[t == 3][0]), 1 / (4 * (0.999 * 0.7 + 0.001 / 4)), rel_tol=1e-4)
+
+
+def _numpy_history_push(hist, count, t, values):
+    """The loss-aware sampler's history, one example at a time (the reference)."""
+    hist, count = hist.copy(), count.copy()
+    for ti, v in zip(t, values, strict=True):
+        hist[ti, count[ti] % losses.HISTORY] = v
+        count[ti] += 1
+    return hist, count
+
+
+def test_loss_history_keeps_every_repeated_timestep():
+    """A timestep drawn k times in one batch gets all k losses, in batch order (not one
+    loss and k - 1 stale slots), including k > HISTORY and wrap-around."""
+    rng = np.random.default_rng(0)
+    big_t = 5
+    hist = losses.init_loss_history(big_t)
+    ref_h, ref_c = np.asarray(hist["hist"]), np.asarray(hist["count"])
+    update = jax.jit(losses.update_loss_history)
+    for batch in (np.array([0, 0, 0, 1, 2, 2]), rng.integers(0, big_t, 40), np.full(13, 3),
+                  rng.integers(0, 2, 7), np.arange(big_t).repeat(3)):
+        vals = rng.uniform(1.0, 2.0, len(batch)).astype(np.float32)
+        hist = update(hist, jnp.asarray(batch, jnp.int32), jnp.asarray(vals))
+        ref_h, ref_c = _numpy_history_push(ref_h, ref_c, batch, vals)
+        np.testing.assert_array_equal(hist["count"], ref_c)
+        np.testing.assert_array_equal(hist["hist"], ref_h)

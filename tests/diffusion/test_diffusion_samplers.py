@@ -94,3 +94,37 @@ def test_timestep_spacings_and_option_errors():
         samplers.sample(exact_eps(), SCHED, (4, 2), jax.random.key(0), "heun", 5)
     with pytest.raises(ConfigError, match="spacing"):
         samplers.timesteps(SCHED, 5, "cubic")
+
+
+def test_sampler_registry_validates_steps_and_typed_options():
+    assert samplers.METHODS == tuple(samplers.SAMPLERS) == ("ddpm", "ddim", "dpm_solver", "dpm_solver++")
+    assert samplers.check_options("ddpm", None, 200) == (200, {"spacing": "uniform", "variance": "beta_tilde",
+                                                               "clip_x0": None, "x_T": None})
+    assert samplers.check_options("ddim", 5, 200, eta=1)[1]["eta"] == 1.0  # an int is a valid float
+    with pytest.raises(ConfigError, match=r"num_steps=201 .* valid 1\.\.200"):
+        samplers.check_options("ddim", 201, 200)
+    with pytest.raises(ConfigError, match=r"num_steps=200 .* valid 1\.\.199"):
+        samplers.check_options("dpm_solver", 200, 200)  # num_steps + 1 solver ends
+    for method, opts, match in [("dpm_solver", {"order": 4}, "order=4 .* one of 1, 2, 3"),
+                                ("dpm_solver++", {"order": 2.5}, "must be an integer"),
+                                ("ddim", {"eta": -0.5}, "eta=-0.5 .* >= 0.0"),
+                                ("ddim", {"eta": "big"}, "must be a number"),
+                                ("dpm_solver++", {"lower_order_final": 1}, "True or False"),
+                                ("ddpm", {"variance": "large"}, "beta, beta_tilde, learned")]:
+        with pytest.raises(ConfigError, match=match):
+            samplers.check_options(method, 5, 200, **opts)
+
+
+def test_ddpm_method_checks_its_sampler_when_built():
+    from conftest import CONFIGS
+
+    from gen_jax import load_config, registry
+
+    tiny = {"model.arch": "mlp", "model.hidden": 8, "model.depth": 1, "model.num_timesteps": 50}
+    registry.build(load_config(CONFIGS / "ddpm_digits.py", **tiny, **{"sampler.num_steps": 49}))
+    with pytest.raises(ConfigError, match=r"sampler.num_steps=60 .* 50-step model: valid 1\.\.49"):
+        registry.build(load_config(CONFIGS / "ddpm_digits.py", **tiny, **{"sampler.num_steps": 60}))
+    with pytest.raises(ConfigError, match="order=5"):
+        registry.build(load_config(CONFIGS / "ddpm_digits.py", **tiny, **{"sampler.order": 5}))
+    with pytest.raises(ConfigError, match="sampler.method must be one of"):
+        registry.build(load_config(CONFIGS / "ddpm_digits.py", **tiny, **{"sampler.method": "heun"}))

@@ -90,16 +90,15 @@ def _cases() -> list[tuple[str, object, tuple[int, ...], str]]:
 CASES = _cases()
 
 
-def _perturb(params, key, scale=0.3):
-    """Random parameters, so zero-initialised couplings are not the identity. The
-    LU permutation and signs stay fixed, as in training (their gradients are stopped)."""
-    leaves, tree = jax.tree_util.tree_flatten_with_path(params)
+def _perturb(variables, key, scale=0.3):
+    """Random parameters, so zero-initialised couplings are not the identity. Other
+    collections (the LU permutations and signs, "constants") stay as initialised."""
+    if "params" not in variables:  # a parameter-free layer
+        return variables
+    leaves, tree = jax.tree_util.tree_flatten(variables["params"])
     keys = jax.random.split(key, len(leaves))
-    out = []
-    for (path, leaf), k in zip(leaves, keys, strict=True):
-        fixed = getattr(path[-1], "key", None) in ("p", "sign_s")
-        out.append(leaf if fixed else leaf + scale * jax.random.normal(k, leaf.shape))
-    return jax.tree_util.tree_unflatten(tree, out)
+    out = [leaf + scale * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys, strict=True)]
+    return {**variables, "params": jax.tree_util.tree_unflatten(tree, out)}
 
 
 def _check_one(layer, shape, kind, key, scale):
@@ -122,24 +121,21 @@ def _check_one(layer, shape, kind, key, scale):
             "jac_logdet": jnp.linalg.slogdet(jac)[1], "sign": jnp.linalg.slogdet(jac)[0]}
 
 
-@pytest.fixture(scope="module")
-def checked():
-    """Every case checked inside ONE compiled function (one compile, not thirty)."""
-
-    @jax.jit
-    def run(key):
-        keys = jax.random.split(key, len(CASES))
-        # Composed flows get smaller perturbations: a deep random flow is badly
-        # conditioned, and float32 inverses then drift past 1e-4.
-        return [_check_one(layer, shape, kind, k, 0.1 if isinstance(layer, Chain) else 0.3)
-                for (_, layer, shape, kind), k in zip(CASES, keys, strict=True)]
-
-    return dict(zip([c[0] for c in CASES], jax.device_get(run(jax.random.key(0))), strict=True))
+def _checked(name):
+    """One case checked in its own compiled function: thirty small compiles take less
+    time than one program holding them all, and spread over the test workers."""
+    i = [c[0] for c in CASES].index(name)
+    _, layer, shape, kind = CASES[i]
+    key = jax.random.split(jax.random.key(0), len(CASES))[i]
+    # Composed flows get smaller perturbations: a deep random flow is badly
+    # conditioned, and float32 inverses then drift past 1e-4.
+    scale = 0.1 if isinstance(layer, Chain) else 0.3
+    return jax.device_get(jax.jit(lambda k: _check_one(layer, shape, kind, k, scale))(key))
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES])
-def test_inverse_and_log_det_match_brute_force(checked, name):
-    r = checked[name]
+def test_inverse_and_log_det_match_brute_force(name):
+    r = _checked(name)
     assert r["inv_err"] < 1e-4, f"{name}: inverse(forward(x)) differs by {r['inv_err']}"
     assert np.all(r["sign"] != 0), f"{name}: singular Jacobian"
     np.testing.assert_allclose(r["ld"], r["jac_logdet"], atol=2e-3, rtol=1e-4, err_msg=name)
@@ -181,10 +177,11 @@ def test_actnorm_data_dependent_init_standardises_the_init_batch():
 def test_lu_invconv_log_det_and_output_match_assembled_matrix():
     x = jax.random.normal(jax.random.key(0), (2, 3, 3, 5))
     params = _perturb(InvConv1x1().init(jax.random.key(1), x), jax.random.key(2))
-    lu = params["params"]["lu"]
-    p = np.asarray(lu["p"])
+    lu, fixed = params["params"]["lu"], params["constants"]["lu"]
+    assert set(lu) == {"l", "u", "log_s"}  # the permutation and signs are not trained
+    p = np.asarray(fixed["p"])
     assert sorted(p.sum(0)) == [1.0] * 5 and set(np.unique(p)) == {0.0, 1.0}  # a permutation
-    w = InvConv1x1.assemble(lu["p"], lu["l"], lu["u"], lu["sign_s"], lu["log_s"])
+    w = InvConv1x1.assemble(fixed["p"], lu["l"], lu["u"], fixed["sign_s"], lu["log_s"])
     y, ld = InvConv1x1().apply(params, x)
     sign, logdet = np.linalg.slogdet(np.asarray(w, np.float64))
     assert sign != 0
