@@ -66,9 +66,9 @@ def main() -> None:
     x_test, y_test = data_lib.load_split(ae_cfg, "test")
     x_train, _ = data_lib.load_split(ae_cfg, "train")
     xv_test, yv_test = data_lib.load_split(vae_cfg, "test")  # dequantized, as the VAE was trained
-    ae_codes = np.asarray(ae.encode(ae_state, x_test))
-    ae_train_codes = np.asarray(ae.encode(ae_state, x_train))
-    vae_codes = np.asarray(vae.encode(vae_state, xv_test)[0])
+    ae_codes = np.asarray(ae.encode(ae_state, x_test, None))
+    ae_train_codes = np.asarray(ae.encode(ae_state, x_train, None))
+    vae_codes = np.asarray(vae.encode(vae_state, xv_test, None))  # rng None: the posterior mean
 
     fig = Figure(figsize=(10, 4.6))
     for i, (codes, labels, title) in enumerate([(ae_codes, y_test, "AE codes f(x)"),

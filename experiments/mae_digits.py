@@ -34,6 +34,7 @@ import gen_jax
 from gen_jax import data as data_lib
 from gen_jax import registry, train
 from gen_jax.autoencoders.mae import POOLS, linear_probe, logistic_probe
+from gen_jax.config import apply_overrides
 from gen_jax.nn.attention import unpatchify
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,12 +54,12 @@ def main() -> None:
     mae = registry.build(config)
     x_test, y_test = data_lib.load_split(config, "test")
 
-    parts = jax.jit(mae.reconstruction_parts, static_argnums=3)
+    parts = jax.jit(mae.reconstruction_parts, static_argnames="mask_ratio")
     patch_dim = config.model.patch_size ** 2 * x_test.shape[-1]
     mse, shown = {}, {}
     cols = [int(np.flatnonzero(y_test == k)[0]) for k in range(10)]
     for i, ratio in enumerate(RATIOS):
-        out = parts(state, x_test, jax.random.key(100 + i), ratio)
+        out = parts(state, x_test, jax.random.key(100 + i), mask_ratio=ratio)
         mask = np.repeat(np.asarray(out["mask"])[..., None], patch_dim, -1)  # (N, L, p*p*C)
         hidden = np.asarray(unpatchify(mask, config.model.patch_size, x_test.shape[1:])) > 0
         mse[ratio] = float(np.mean((np.asarray(out["pasted"]) - x_test)[hidden] ** 2))
@@ -90,9 +91,11 @@ def main() -> None:
 
     untrained = jax.jit(mae.init)(jax.random.key(1), {"x": x_test[:8]})
     names = {"mean": "mean patch token", "cls": "class token", "flatten": "all patch tokens"}
-    probe = {f"MAE encoder ({which}), {names[pool]}": linear_probe(mae, s, pool=pool)
+    # The probe's labelled splits: all classes, whatever the training config kept.
+    splits = [data_lib.load_split(apply_overrides(config, {"data.classes": ()}), s)
+              for s in ("train", "val", "test")]
+    probe = {f"MAE encoder ({which}), {names[pool]}": linear_probe(mae, s, *splits, pool=pool)
              for pool in POOLS for which, s in (("trained", state), ("untrained", untrained))}
-    splits = [data_lib.load_split(config, s) for s in ("train", "val", "test")]
     probe["raw pixels"] = logistic_probe(*[(x.reshape(len(x), -1), y) for x, y in splits])
     for name, r in probe.items():
         print(f"linear probe, {name}: test accuracy {r['test_accuracy']:.3f} (C={r['C']})")

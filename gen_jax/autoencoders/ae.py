@@ -13,9 +13,11 @@
 
 An AE has no prior over its codes, so ``sample`` fits one: a Gaussian
 N(m, S) to the codes of the training data. m and S are running (EMA) moments
-kept in ``TrainState.model_state``: each train step encodes its clean batch
-with the updated sampling parameters (stop-gradient) and moves the running
-mean and second moment towards the batch's. ``sample`` draws z ~ N(m, S) and
+kept in ``TrainState.model_state``, updated inside the loss as batch
+statistics are (Flax's BatchNorm): each train step encodes its clean batch with
+the parameters it differentiates (stop-gradient, before their update) and
+moves the running mean and second moment towards the batch's; the state keeps
+its own update count for the decay's warm-up. ``sample`` draws z ~ N(m, S) and
 decodes it. The anomaly score is the per-example squared reconstruction error
 of the clean input.
 """
@@ -35,6 +37,7 @@ from gen_jax.errors import ConfigError
 from gen_jax.nn import MLP, ConvDecoder, ConvEncoder
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.steps import make_eval_step, make_train_step
 
 NOISE_KINDS = ("none", "gaussian", "masking", "block")
 SPARSITY_KINDS = ("none", "l1", "kl")
@@ -139,7 +142,7 @@ def update_code_stats(stats: dict, codes: jax.Array, step: jax.Array, decay: flo
     Args:
       stats: {"mean": (L,), "second": (L, L)} running E[z] and E[z z^T].
       codes: (N, L) codes of one batch (gradients are not taken through them).
-      step: the optimizer step the batch belongs to.
+      step: how many updates the stats have had (the optimizer step of the batch).
       decay: the EMA decay in [0, 1).
 
     Returns:
@@ -261,6 +264,26 @@ class Autoencoder:
 
         return loss_fn
 
+    def loss_fn(self, params: Any, model_state: dict, batch: dict, rng: jax.Array, train: bool):
+        """:meth:`get_loss_fn`'s loss in the gen_jax.steps signature.
+
+        Training also moves the code statistics (``model_state``) towards the
+        moments of the clean batch's codes under ``params`` (stop-gradient), the
+        parameters being differentiated; evaluation leaves them and adds
+        ``mse_clean``, the per-pixel reconstruction error of the clean input.
+        """
+        x = batch["x"]
+        loss, terms = self.get_loss_fn()(params, x, rng)
+        if train:
+            codes = self.net.apply({"params": jax.lax.stop_gradient(params)}, x, method=AENet.encode)
+            count = model_state["count"]
+            model_state = {**update_code_stats(model_state, codes, count,
+                                               self.config.model.code_stats_decay),
+                           "count": count + 1}
+        else:
+            terms["mse_clean"] = jnp.mean(self._squared_error(params, x)) / math.prod(self.info.shape)
+        return loss, (terms, model_state)
+
     # -- the Method contract ---------------------------------------------------
 
     def init(self, rng: jax.Array, example_batch: dict) -> TrainState:
@@ -268,24 +291,15 @@ class Autoencoder:
         self.info.check_batch(x)
         params = self.net.init(rng, x)["params"]
         dim = self.config.model.latent_dim
-        stats = {"mean": jnp.zeros((dim,)), "second": jnp.eye(dim)}  # N(0, I) until trained
+        # N(0, I) until trained; "count" drives update_code_stats' warm-up.
+        stats = {"mean": jnp.zeros((dim,)), "second": jnp.eye(dim), "count": jnp.zeros((), jnp.int32)}
         return TrainState.create(params, self.tx, self.config.train.ema_decay, model_state=stats)
 
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
-        x = batch["x"]
-        (loss, terms), grads = jax.value_and_grad(self.get_loss_fn(), has_aux=True)(state.params, x, rng)
-        new = state.apply_gradients(grads)
-        # Codes of the clean batch under the parameters that sampling decodes with.
-        codes = self.net.apply({"params": new.eval_params}, x, method=AENet.encode)
-        stats = update_code_stats(state.model_state, codes, state.step,
-                                  self.config.model.code_stats_decay)
-        return new.replace(model_state=stats), {"loss": loss, **terms}
+        return make_train_step(self.loss_fn)(state, batch, rng)
 
     def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
-        x = batch["x"]
-        loss, terms = self.get_loss_fn()(state.eval_params, x, rng)
-        clean = jnp.mean(self.anomaly_score(state, x)) / math.prod(self.info.shape)
-        return {"loss": loss, **terms, "mse_clean": clean}
+        return make_eval_step(self.loss_fn)(state, batch, rng)
 
     def sample(self, state: TrainState, rng: jax.Array, num: int) -> jax.Array:
         """Decodes z ~ N(m, S), the Gaussian fitted to the training codes (module docstring)."""
@@ -293,8 +307,8 @@ class Autoencoder:
 
     # -- optional extras -------------------------------------------------------
 
-    def encode(self, state: TrainState, x: jax.Array) -> jax.Array:
-        """The code z = f(x), (N, latent_dim)."""
+    def encode(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """The code z = f(x), (N, latent_dim); deterministic, ``rng`` is unused."""
         return self.net.apply({"params": state.eval_params}, x, method=AENet.encode)
 
     def decode(self, state: TrainState, z: jax.Array) -> jax.Array:
@@ -303,16 +317,19 @@ class Autoencoder:
         return jnp.clip(x, self.lo, self.hi) if self.info.kind == "image" else x
 
     def reconstruct(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        """g(f(x)) of the input as given (a DAE denoises/inpaints what it is given)."""
+        """g(f(x)) of the input as given (a DAE denoises/inpaints what it is given); ``rng`` is unused."""
         return self.decode(state, self.encode(state, x))
 
     def anomaly_score(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """Squared reconstruction error per example, sum_i (g(f(x))_i - x_i)^2; higher = more anomalous.
 
         The decoder output is not clipped here, so the score is the quantity the
-        training loss averages.
+        training loss averages. Deterministic: ``rng`` is unused.
         """
-        x_hat = self.net.apply({"params": state.eval_params}, x)[1]
+        return self._squared_error(state.eval_params, x)
+
+    def _squared_error(self, params: Any, x: jax.Array) -> jax.Array:
+        x_hat = self.net.apply({"params": params}, x)[1]
         return jnp.sum(((x_hat - x) ** 2).reshape(x.shape[0], -1), axis=-1)
 
 

@@ -12,15 +12,16 @@ only, optionally against per-patch normalised pixels (``model.norm_pix_loss``).
 The MAE is a representation learner, not a density model. ``sample`` is a
 diagnostic: it draws every patch from a Gaussian fitted to that patch
 position's pixels (running moments in ``TrainState.model_state``, updated
-from each training batch), hides ``mask_ratio`` of them and lets the MAE fill
-them in. ``anomaly_score`` is the masked-patch loss averaged over several
-random masks. :func:`linear_probe` fits a logistic regression on the frozen
-encoder's features (mean-pooled, class token, or all tokens).
+from each training batch, warmed up over their own update count), hides
+``mask_ratio`` of them and lets the MAE fill them in. ``anomaly_score`` is
+the masked-patch loss averaged over several random masks.
+:func:`linear_probe` fits a logistic regression on the frozen encoder's
+features (mean-pooled, class token, or all tokens) of labelled arrays that
+the caller loads.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Sequence
 
@@ -30,12 +31,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gen_jax.config import apply_overrides
-from gen_jax.data import DataInfo, load_split
+from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
 from gen_jax.nn.attention import Transformer, patchify, sincos_pos_embed_2d, unpatchify
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.steps import make_eval_step, make_train_step
 
 # Variance floor of the normalised-pixel targets (the MAE reference code's 1e-6).
 _NORM_EPS = 1e-6
@@ -231,6 +232,24 @@ class MAE:
 
     # -- the Method contract ---------------------------------------------------
 
+    def loss_fn(self, params: Any, model_state: dict, batch: dict, rng: jax.Array, train: bool):
+        """:meth:`get_loss_fn`'s loss in the gen_jax.steps signature; training also
+        moves the per-position patch moments (``model_state``) towards the batch's,
+        with the decay warmed up as min(decay, (1 + n) / (10 + n)) over their
+        update count n, as the parameter EMA is over the step."""
+        x = batch["x"]
+        loss, terms = self.get_loss_fn()(params, x, rng)
+        if train:
+            patches = self._patches(x)
+            n = model_state["count"]
+            d = jnp.minimum(self.config.model.patch_stats_decay, (1.0 + n) / (10.0 + n))
+            second = jnp.einsum("nlp,nlq->lpq", patches, patches) / x.shape[0]
+            model_state = {"mean": d * model_state["mean"] + (1 - d) * patches.mean(0),
+                           "second": d * model_state["second"] + (1 - d) * second, "count": n + 1}
+        return loss, (terms, model_state)
+
+    # -- the Method contract ---------------------------------------------------
+
     def init(self, rng: jax.Array, example_batch: dict) -> TrainState:
         x = jnp.asarray(example_batch["x"])
         self.info.check_batch(x)
@@ -241,24 +260,15 @@ class MAE:
         params = self.net.init(r_params, patches, ids_keep, ids_restore)["params"]
         d = patches.shape[-1]
         stats = {"mean": jnp.zeros((self.num_patches, d)),
-                 "second": jnp.broadcast_to(jnp.eye(d), (self.num_patches, d, d))}
+                 "second": jnp.broadcast_to(jnp.eye(d), (self.num_patches, d, d)),
+                 "count": jnp.zeros((), jnp.int32)}
         return TrainState.create(params, self.tx, self.config.train.ema_decay, model_state=stats)
 
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
-        x = batch["x"]
-        (loss, terms), grads = jax.value_and_grad(self.get_loss_fn(), has_aux=True)(state.params, x, rng)
-        patches = self._patches(x)
-        # Running per-position patch moments for `sample`, warmed up like the parameter EMA.
-        d = jnp.minimum(self.config.model.patch_stats_decay, (1.0 + state.step) / (10.0 + state.step))
-        old = state.model_state
-        stats = {"mean": d * old["mean"] + (1 - d) * patches.mean(0),
-                 "second": d * old["second"] + (1 - d) * jnp.einsum("nlp,nlq->lpq", patches, patches)
-                 / x.shape[0]}
-        return state.apply_gradients(grads, model_state=stats), {"loss": loss, **terms}
+        return make_train_step(self.loss_fn)(state, batch, rng)
 
     def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
-        loss, terms = self.get_loss_fn()(state.eval_params, batch["x"], rng)
-        return {"loss": loss, **terms}
+        return make_eval_step(self.loss_fn)(state, batch, rng)
 
     def sample(self, state: TrainState, rng: jax.Array, num: int) -> jax.Array:
         """A diagnostic, not a density model's sample: patches drawn from the
@@ -280,7 +290,7 @@ class MAE:
         return {"masked": img(jnp.where(m > 0, self.lo, patches)), "prediction": img(pixels),
                 "pasted": img(jnp.where(m > 0, pixels, patches)), "mask": mask}
 
-    def reconstruction_parts(self, state: TrainState, x: jax.Array, rng: jax.Array,
+    def reconstruction_parts(self, state: TrainState, x: jax.Array, rng: jax.Array, *,
                              mask_ratio: float | None = None) -> dict:
         """The MAE paper's figure columns for one random mask.
 
@@ -298,12 +308,13 @@ class MAE:
         k = self.num_masked if mask_ratio is None else self._check_ratio(mask_ratio)
         return self._fill(state, self._patches(x), rng, k)
 
-    def reconstruct(self, state: TrainState, x: jax.Array, rng: jax.Array,
+    def reconstruct(self, state: TrainState, x: jax.Array, rng: jax.Array, *,
                     mask_ratio: float | None = None) -> jax.Array:
-        """Visible patches of ``x`` with the MAE's prediction in a random ``mask_ratio`` of patches."""
-        return self.reconstruction_parts(state, x, rng, mask_ratio)["pasted"]
+        """Visible patches of ``x`` with the MAE's prediction in a random ``mask_ratio`` of
+        patches (the mask drawn with ``rng``)."""
+        return self.reconstruction_parts(state, x, rng, mask_ratio=mask_ratio)["pasted"]
 
-    def anomaly_score(self, state: TrainState, x: jax.Array, rng: jax.Array,
+    def anomaly_score(self, state: TrainState, x: jax.Array, rng: jax.Array, *,
                       num_masks: int = 8) -> jax.Array:
         """Masked-patch loss per example averaged over ``num_masks`` random masks, each
         from its own key; higher = more anomalous.
@@ -320,7 +331,7 @@ class MAE:
 
         return jnp.mean(jax.vmap(one)(jax.random.split(rng, num_masks)), axis=0)
 
-    def features(self, state: TrainState, x: jax.Array, pool: str = "mean") -> jax.Array:
+    def features(self, state: TrainState, x: jax.Array, *, pool: str = "mean") -> jax.Array:
         """Frozen-encoder features of whole images (nothing hidden).
 
         Args:
@@ -377,17 +388,18 @@ def logistic_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
             "test_accuracy": float(clf.score(f_test, test[1])), "C": float(c)}
 
 
-def linear_probe(method: MAE, state: TrainState, pool: str = "mean",
-                 cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), batch_size: int = 512) -> dict:
-    """Linear probe of a frozen MAE encoder on its dataset's labels (all classes).
-
-    Features are :meth:`MAE.features` of the train/val/test splits of
-    ``method.config``'s dataset with ``data.classes`` cleared; then
-    :func:`logistic_probe`.
+def linear_probe(method: MAE, state: TrainState, train: tuple[np.ndarray, np.ndarray],
+                 val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], *,
+                 pool: str = "mean", cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0),
+                 batch_size: int = 512) -> dict:
+    """Linear probe of a frozen MAE encoder: :meth:`MAE.features` of three labelled
+    splits, then :func:`logistic_probe`. The caller loads the splits (a probe
+    usually wants all classes, e.g. ``load_split`` with ``data.classes`` cleared).
 
     Args:
       method: the MAE Method.
       state: its TrainState (the EMA parameters are used where kept).
+      train, val, test: (images (N, H, W, C) in the model's value range, labels (N,)).
       pool: how tokens become features, see :meth:`MAE.features`.
       cs: candidate inverse regularisation strengths.
       batch_size: examples per feature batch.
@@ -395,14 +407,12 @@ def linear_probe(method: MAE, state: TrainState, pool: str = "mean",
     Returns:
       {"train_accuracy", "val_accuracy", "test_accuracy", "C"}.
     """
-    config = apply_overrides(method.config, {"data.classes": ()})
-    feats = jax.jit(functools.partial(method.features, pool=pool))
+    feats = jax.jit(lambda s, x: method.features(s, x, pool=pool))
     splits = []
-    for split in ("train", "val", "test"):
-        x, y = load_split(config, split)
+    for x, y in (train, val, test):
         f = np.concatenate([np.asarray(feats(state, x[i:i + batch_size]))
                             for i in range(0, len(x), batch_size)])
-        splits.append((f, y))
+        splits.append((f, np.asarray(y)))
     return logistic_probe(*splits, cs=cs)
 
 

@@ -32,6 +32,7 @@ from gen_jax.errors import ConfigError
 from gen_jax.nn import upsample_block
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.steps import make_eval_step, make_train_step
 
 CODEBOOK_MODES = ("loss", "ema")
 
@@ -86,6 +87,14 @@ def ema_codebook_update(ema_count: jax.Array, ema_sum: jax.Array, z: jax.Array, 
     return count, summed, summed / smoothed[:, None]
 
 
+def dead_code_rows(usage: jax.Array, z: jax.Array, rng: jax.Array,
+                   threshold: float) -> tuple[jax.Array, jax.Array]:
+    """(K, D) random rows of z, one per code, and the (K,) bool mask of the codes whose
+    running usage is below ``threshold`` (the ones :func:`restart_dead_codes` moves)."""
+    pick = jax.random.randint(rng, (usage.shape[0],), 0, z.shape[0])
+    return z[pick], usage < threshold
+
+
 def restart_dead_codes(codebook: jax.Array, usage: jax.Array, z: jax.Array, rng: jax.Array,
                        threshold: float) -> tuple[jax.Array, jax.Array]:
     """Moves codes whose running usage is below ``threshold`` onto random rows of z.
@@ -93,9 +102,8 @@ def restart_dead_codes(codebook: jax.Array, usage: jax.Array, z: jax.Array, rng:
     Returns:
       (new codebook, (K,) bool mask of the restarted codes).
     """
-    dead = usage < threshold
-    pick = jax.random.randint(rng, (codebook.shape[0],), 0, z.shape[0])
-    return jnp.where(dead[:, None], z[pick], codebook), dead
+    rows, dead = dead_code_rows(usage, z, rng, threshold)
+    return jnp.where(dead[:, None], rows, codebook), dead
 
 
 def code_perplexity(idx: jax.Array, num_codes: int) -> tuple[jax.Array, jax.Array]:
@@ -302,11 +310,16 @@ class VQMethod:
                         f"{name}_perplexity": perplexity, f"{name}_usage": used}
         return loss, {"loss": loss, **metrics}, auxes
 
-    def _update_codebooks(self, params: Any, vq: dict, auxes: tuple, rng: jax.Array):
-        """EMA codebook updates and dead-code restarts, outside the gradient."""
+    def _update_codebooks(self, vq: dict, auxes: tuple, rng: jax.Array):
+        """EMA codebook updates and dead-code restarts, outside the gradient.
+
+        Returns:
+          (new "vq" collection, restarts of parameter codebooks {level: (rows, dead)}, which
+          apply after the optimizer update (``codebook="loss"`` with ``restart_dead``; else
+          empty), metrics).
+        """
         m = self.config.model
-        params, vq = dict(params), dict(vq)
-        metrics = {}
+        vq, restarts, metrics = dict(vq), {}, {}
         for name, aux, key in zip(self.levels, auxes, jax.random.split(rng, len(self.levels)),
                                   strict=True):
             z = jax.lax.stop_gradient(aux["z_e"]).reshape(-1, aux["z_e"].shape[-1])
@@ -318,34 +331,44 @@ class VQMethod:
                 stats["ema_count"], stats["ema_sum"], stats["codebook"] = ema_codebook_update(
                     stats["ema_count"], stats["ema_sum"], z, idx, m.ema_decay, m.ema_eps)
             if m.restart_dead:
-                table = stats["codebook"] if self.ema else params[name]["codebook"]
-                table, dead = restart_dead_codes(table, stats["usage"], z, key, m.restart_threshold)
+                rows, dead = dead_code_rows(stats["usage"], z, key, m.restart_threshold)
                 # A restarted code gets the average usage: a grace period before it can restart again.
                 stats["usage"] = jnp.where(dead, z.shape[0] / self.num_codes, stats["usage"])
                 if self.ema:
-                    stats["codebook"] = table
-                    stats["ema_sum"] = jnp.where(dead[:, None], table, stats["ema_sum"])
+                    stats["codebook"] = jnp.where(dead[:, None], rows, stats["codebook"])
+                    stats["ema_sum"] = jnp.where(dead[:, None], rows, stats["ema_sum"])
                     stats["ema_count"] = jnp.where(dead, 1.0, stats["ema_count"])
                 else:
-                    params[name] = {**params[name], "codebook": table}
+                    restarts[name] = (rows, dead)
                 metrics[f"{name}_restarted"] = dead.sum().astype(jnp.float32)
             vq[name] = stats
-        return params, vq, metrics
+        return vq, restarts, metrics
+
+    def loss_fn(self, params: Any, model_state: dict, batch: dict, rng: jax.Array, train: bool):
+        """Reconstruction + beta commitment (+ codebook loss without EMA); in training also
+        the codebook statistics' update (see gen_jax.steps for the signature).
+
+        The training pass returns as ``model_state`` the pair (new "vq" collection,
+        parameter-codebook restarts); :meth:`train_step` applies the restarts to the
+        updated parameters and keeps the collection, so the state's structure is unchanged.
+        """
+        loss, metrics, auxes = self._forward(params, model_state, batch["x"])
+        if not train:
+            return loss, (metrics, model_state)
+        vq, restarts, extra = self._update_codebooks(model_state, auxes, rng)
+        return loss, ({**metrics, **extra}, (vq, restarts))
 
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
-        x = batch["x"]
-
-        def loss_fn(params):
-            loss, metrics, auxes = self._forward(params, state.model_state, x)
-            return loss, (metrics, auxes)
-
-        grads, (metrics, auxes) = jax.grad(loss_fn, has_aux=True)(state.params)
-        state = state.apply_gradients(grads)
-        params, vq, extra = self._update_codebooks(state.params, state.model_state, auxes, rng)
-        return state.replace(params=params, model_state=vq), {**metrics, **extra}
+        state, metrics = make_train_step(self.loss_fn)(state, batch, rng)
+        vq, restarts = state.model_state
+        params = dict(state.params)
+        for name, (rows, dead) in restarts.items():
+            params[name] = {**params[name],
+                            "codebook": jnp.where(dead[:, None], rows, params[name]["codebook"])}
+        return state.replace(params=params, model_state=vq), metrics
 
     def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
-        return self._forward(state.eval_params, state.model_state, batch["x"])[1]
+        return make_eval_step(self.loss_fn)(state, batch, rng)
 
     def sample(self, state: TrainState, rng: jax.Array, num: int) -> jax.Array:
         """Decodes code maps drawn UNIFORMLY at random (not a model of the data: the
@@ -355,17 +378,18 @@ class VQMethod:
                       for k, s in zip(keys, self.code_shapes(), strict=True))
         return self.decode_vars(self.variables(state), codes)
 
-    def encode(self, state: TrainState, x: jax.Array) -> tuple[jax.Array, ...]:
-        """Code maps of x, one (N, h, w) int32 array per level."""
+    def encode(self, state: TrainState, x: jax.Array, rng: jax.Array) -> tuple[jax.Array, ...]:
+        """Code maps of x, one (N, h, w) int32 array per level (gen_jax.registry.HasLatent;
+        deterministic, ``rng`` is unused)."""
         return self.encode_vars(self.variables(state), x)
 
     def decode(self, state: TrainState, codes: tuple[jax.Array, ...]) -> jax.Array:
-        """Images decoded from code maps."""
+        """Images decoded from code maps, clipped to the value range."""
         return self.decode_vars(self.variables(state), codes)
 
-    def reconstruct(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        """decode(encode(x))."""
-        return self.decode(state, self.encode(state, x))
+    def reconstruct(self, state: TrainState, x: jax.Array, rng: jax.Array) -> jax.Array:
+        """decode(encode(x)) (gen_jax.registry.HasReconstruct; ``rng`` is unused)."""
+        return self.decode(state, self.encode(state, x, rng))
 
 
 @register("vqvae")

@@ -137,9 +137,12 @@ def test_code_stats_follow_the_sampling_encoder_and_anomaly_score_is_squared_err
     config = tiny_ae_config(**{"model.code_stats_decay": 0.0})
     ae = registry.build(config)
     x = _fixed_batch(config)
-    state, _ = _train_fixed(ae, x, 5)
-    # decay 0: the stats are exactly the moments of the last batch's codes under the new parameters.
-    z = np.asarray(ae.encode(state, x), np.float64)
+    before, _ = _train_fixed(ae, x, 4)
+    state, _ = jax.jit(ae.train_step)(before, {"x": x}, jax.random.key(99))
+    # decay 0: the stats are exactly the moments of the last batch's codes under the
+    # parameters that step differentiated (updated inside the loss, as BatchNorm's are).
+    z = np.asarray(ae.encode(before, x), np.float64)
+    assert not np.allclose(z, np.asarray(ae.encode(state, x)), atol=1e-4)  # the step moved them
     np.testing.assert_allclose(state.model_state["mean"], z.mean(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(state.model_state["second"], z.T @ z / len(z), rtol=1e-4, atol=1e-5)
     score = np.asarray(ae.anomaly_score(state, x))
@@ -166,24 +169,34 @@ def test_one_class_autoencoder_flags_other_digits():
     assert auroc(scores, y != 0) > 0.9  # other digits are the positives
 
 
-def test_vae_anomaly_scores_are_its_likelihood_bounds():
-    config = tiny_vae_config()
+def test_vae_anomaly_scores_behave_as_likelihood_bounds():
+    """Briefly trained on zeros: -IWAE reduces to -ELBO at K = 1 (in expectation),
+    tightens with K, and ranks other digits above test zeros."""
+    config = tiny_vae_config(**{"data.classes": (0,)})
     vae = registry.build(config)
-    x, _ = load_split(config, "val")
-    x = jnp.asarray(x[:64])
-    state = vae.init(jax.random.key(0), {"x": x})
+    x0, _ = load_split(config, "train")
+    state = jax.jit(vae.init)(jax.random.key(0), {"x": jnp.asarray(x0[:32])})
+    step = jax.jit(vae.train_step)
+    for i in range(80):
+        j = (i * 32) % (len(x0) - 32)
+        state, _ = step(state, {"x": jnp.asarray(x0[j:j + 32])}, jax.random.key(i))
+    x_test, y_test = load_split(tiny_vae_config(), "test")
+    x = jnp.asarray(x_test)
+    score = jax.jit(vae.anomaly_score, static_argnames=("kind", "num_samples"))
     rng = jax.random.key(3)
-    one = vae.anomaly_score(state, x, rng, kind="nelbo", num_samples=1)
-    assert one.shape == (64,)
-    # K = 1: the eval step's -ELBO of the same posterior draw, averaged over the batch.
-    key = jax.random.split(rng, 1)[0]
-    assert float(one.mean()) == pytest.approx(float(vae.eval_step(state, {"x": x}, key)["nelbo"]),
-                                              rel=1e-5)
-    iwae = vae.anomaly_score(state, x, rng, kind="iwae", num_samples=50)
-    np.testing.assert_allclose(iwae, -vae.log_prob(state, x, rng, num_samples=50, chunk_size=50),
-                               rtol=1e-6)
-    nelbo = vae.anomaly_score(state, x, rng, kind="nelbo", num_samples=50)
-    assert float(iwae.mean()) < float(nelbo.mean())  # IWAE is the tighter bound
+    # K = 1: one importance weight, log w = log p(x|z) + log p(z) - log q(z|x), whose
+    # mean is the ELBO (the nelbo score uses the analytic KL, so equal in expectation).
+    iwae1 = np.stack([score(state, x, k, kind="iwae", num_samples=1)
+                      for k in jax.random.split(rng, 8)]).mean(0)
+    nelbo = np.asarray(score(state, x, rng, kind="nelbo", num_samples=8))
+    assert iwae1.shape == nelbo.shape == (len(x),)
+    diff = iwae1 - nelbo
+    assert abs(diff.mean()) < 4 * diff.std() / np.sqrt(len(x)), (diff.mean(), diff.std())
+    # More samples: a tighter bound, so a lower score; -IWAE_K <= -ELBO.
+    iwae8 = np.asarray(score(state, x, rng, kind="iwae", num_samples=8))
+    assert iwae8.mean() < iwae1.mean() and np.mean(iwae8 <= nelbo) > 0.9
+    for scores in (iwae8, nelbo):
+        assert auroc(scores, y_test != 0) > 0.85  # other digits are the positives
     with pytest.raises(ValueError, match="kind"):
         vae.anomaly_score(state, x, rng, kind="elbo")
 

@@ -145,26 +145,28 @@ def test_loss_falls_and_outputs_have_the_right_shapes(trained):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
     s = jax.jit(mae.sample, static_argnums=2)(state, jax.random.key(1), 5)
     assert s.shape == (5, 8, 8, 1) and float(s.min()) >= 0.0 and float(s.max()) <= 1.0
-    parts = jax.jit(mae.reconstruction_parts, static_argnums=3)(state, x[:4], jax.random.key(2), 0.5)
+    parts = jax.jit(mae.reconstruction_parts, static_argnames="mask_ratio")(
+        state, x[:4], jax.random.key(2), mask_ratio=0.5)
     visible = np.repeat(np.repeat((np.asarray(parts["mask"]) == 0).reshape(4, 4, 4), 2, 1), 2, 2)[..., None]
     assert visible.sum() == 4 * 8 * 4  # half the 16 patches, 4 pixels each
     np.testing.assert_array_equal(np.asarray(parts["pasted"])[visible], np.asarray(x[:4])[visible])
     assert (np.asarray(parts["masked"])[~visible] == 0.0).all()
-    np.testing.assert_array_equal(jax.jit(mae.reconstruct, static_argnums=3)(
-        state, x[:4], jax.random.key(2), 0.5), parts["pasted"])
-    feats = jax.jit(mae.features, static_argnums=2)
-    mean, flat = feats(state, x[:3], "mean"), feats(state, x[:3], "flatten")
+    np.testing.assert_array_equal(jax.jit(mae.reconstruct, static_argnames="mask_ratio")(
+        state, x[:4], jax.random.key(2), mask_ratio=0.5), parts["pasted"])
+    feats = jax.jit(mae.features, static_argnames="pool")
+    mean, flat = feats(state, x[:3], pool="mean"), feats(state, x[:3], pool="flatten")
     assert mean.shape == (3, 32) and flat.shape == (3, 16 * 32)
-    assert feats(state, x[:3], "cls").shape == (3, 32)
+    assert feats(state, x[:3], pool="cls").shape == (3, 32)
     np.testing.assert_allclose(mean, np.asarray(flat).reshape(3, 16, 32).mean(1), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="pool"):
-        mae.features(state, x[:3], "max")
+        mae.features(state, x[:3], pool="max")
 
 
 def test_anomaly_score_averages_the_masked_loss_over_independent_masks(trained):
     mae, state, x, _ = trained
     rng = jax.random.key(4)
-    score = np.asarray(jax.jit(mae.anomaly_score, static_argnums=3)(state, x[:8], rng, 3))
+    score = np.asarray(jax.jit(mae.anomaly_score, static_argnames="num_masks")(
+        state, x[:8], rng, num_masks=3))
     patches = patchify(x[:8], 2)
     want = []
     for key in jax.random.split(rng, 3):
@@ -192,9 +194,27 @@ def test_normalized_pixel_targets():
         / np.sqrt(np.asarray(patches).var(-1, keepdims=True) + 1e-6)), mask).mean()), rel=1e-5)
 
 
+def test_patch_statistics_are_a_warmed_up_ema_of_the_batch_moments(trained):
+    """Trained on one fixed batch: the running moments are (1 - prod d_n) times that
+    batch's per-position moments plus prod d_n times the N(0, I) start, d_n the
+    warmed-up decay of update n; eval leaves them alone."""
+    mae, state, x, _ = trained
+    patches = np.asarray(patchify(x, 2), np.float64)
+    keep = np.prod([min(0.99, (1 + n) / (10 + n)) for n in range(60)])
+    assert int(state.model_state["count"]) == 60 == int(state.step)
+    want_mean = (1 - keep) * patches.mean(0)
+    want_second = (1 - keep) * np.einsum("nlp,nlq->lpq", patches, patches) / len(x) + keep * np.eye(4)
+    np.testing.assert_allclose(state.model_state["mean"], want_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(state.model_state["second"], want_second, rtol=1e-4, atol=1e-5)
+    assert set(mae.eval_step(state, {"x": x}, jax.random.key(0))) >= {"loss", "mse_masked_pixels"}
+
+
 def test_linear_probe_on_frozen_features(trained):
     mae, state, _, _ = trained
-    result = linear_probe(mae, state, cs=(1.0,))
+    # The caller loads the labelled splits (all classes); the probe takes arrays.
+    config = tiny_mae_config()
+    splits = [load_split(config, s) for s in ("train", "val", "test")]
+    result = linear_probe(mae, state, *splits, cs=(1.0,))
     assert set(result) == {"train_accuracy", "val_accuracy", "test_accuracy", "C"}
     assert result["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
     rng = np.random.default_rng(0)
@@ -220,4 +240,4 @@ def test_bad_configs_raise_config_error(overrides, match):
     mae = registry.build(tiny_mae_config())
     with pytest.raises(ConfigError, match="mask ratio"):
         mae.reconstruction_parts(None, jnp.zeros((1, 8, 8, 1)), jax.random.key(0),
-                                 overrides["model.mask_ratio"])
+                                 mask_ratio=overrides["model.mask_ratio"])

@@ -21,6 +21,7 @@ from gen_jax.autoencoders.vqvae import (
 )
 from gen_jax.data import load_split
 from gen_jax.errors import ConfigError
+from gen_jax.registry import HasAnomalyScore, HasLatent, HasLogProb, HasReconstruct, Method
 
 TINY = {"model.channels": 8, "model.code_dim": 4, "model.num_codes": 8, "model.num_res": 0,
         "data.batch_size": 16}
@@ -117,9 +118,9 @@ def test_method_step_updates_codebooks_and_encoder(name, codebook):
             state.params)
         total_grads = jax.grad(lambda p: forward(p)[0])(state.params)
         recon_grads = jax.grad(lambda p: forward(p)[1]["recon_mse"])(state.params)
-        codes = method.encode(new, x)
+        codes = method.encode(new, x, jax.random.key(3))
         return (new, metrics, auxes, commit_grads, total_grads, recon_grads, codes,
-                method.reconstruct(new, x), method.decode(new, codes),
+                method.reconstruct(new, x, jax.random.key(4)), method.decode(new, codes),
                 method.sample(new, jax.random.key(2), 3))
 
     (new, metrics, auxes, commit_grads, total_grads, recon_grads, codes, recon, decoded,
@@ -163,6 +164,11 @@ def test_method_step_updates_codebooks_and_encoder(name, codebook):
             # The commitment term pulls the encoder, never the codebook.
             assert not np.asarray(commit_grads[lvl]["codebook"]).any()
             assert not np.allclose(new.params[lvl]["codebook"], table)
+            # Dead codes restart onto encoder outputs after the optimizer update.
+            assert 0 < dead.sum() < 8
+            new_table = np.asarray(new.params[lvl]["codebook"])
+            assert all(np.any(np.all(np.isclose(z, row, atol=1e-5), 1)) for row in new_table[dead])
+            assert not any(np.any(np.all(np.isclose(z, row, atol=1e-5), 1)) for row in new_table[~dead])
     enc = "enc" if name == "vqvae_digits.py" else "enc_b"
     assert min(float(jnp.abs(g).max()) for g in jax.tree.leaves(commit_grads[enc])) > 0
     # The encoder got gradient through the straight-through quantizer and moved.
@@ -173,6 +179,41 @@ def test_method_step_updates_codebooks_and_encoder(name, codebook):
     assert all(int(c.min()) >= 0 and int(c.max()) < 8 for c in codes)
     np.testing.assert_allclose(recon, decoded)
     assert samples.shape == (3, 8, 8, 1) and float(samples.min()) >= -1 and float(samples.max()) <= 1
+
+
+@pytest.mark.parametrize("name", ["vqvae_digits.py", "vqvae2_digits.py"])
+def test_one_shape_latent_and_reconstruct_and_eval_at_the_ema_parameters(name):
+    """HasLatent + HasReconstruct (and no other capability) with the documented shapes; the
+    train step keeps the state's structure (the "vq" collection in model_state); eval_step
+    is the loss at the EMA parameters and the updated codebook statistics."""
+    cfg = load_config(CONFIGS / name, **TINY, **{"train.ema_decay": 0.999})
+    method = registry.build(cfg)
+    assert isinstance(method, Method)
+    for protocol in (HasLatent, HasReconstruct, HasAnomalyScore, HasLogProb):
+        assert isinstance(method, protocol) == (protocol in (HasLatent, HasReconstruct)), protocol
+    x, _ = load_split(cfg, "train")
+    batch = {"x": jnp.asarray(x[:16])}
+    state = jax.jit(method.init)(jax.random.key(0), batch)
+
+    @jax.jit
+    def run(state):
+        new, _ = method.train_step(state, batch, jax.random.key(1))
+        rng = jax.random.key(2)
+        codes = method.encode(new, batch["x"], rng)
+        return (new, method.eval_step(new, batch, rng), codes, method.decode(new, codes),
+                method.reconstruct(new, batch["x"], rng),
+                method._forward(new.ema_params, new.model_state, batch["x"])[0],
+                method._forward(new.params, new.model_state, batch["x"])[0])
+
+    new, ev, codes, decoded, recon, loss_ema, loss_raw = run(state)
+    assert jax.tree.structure(new) == jax.tree.structure(state)
+    assert isinstance(codes, tuple) and len(codes) == len(method.levels)
+    assert [c.shape for c in codes] == [(16, *s) for s in method.code_shapes()]
+    assert all(c.dtype == jnp.int32 for c in codes)
+    assert decoded.shape == recon.shape == batch["x"].shape
+    np.testing.assert_allclose(recon, decoded)
+    assert float(ev["loss"]) == pytest.approx(float(loss_ema), rel=1e-5)
+    assert abs(float(loss_ema) - float(loss_raw)) > 1e-6
 
 
 def test_prior_rejects_missing_and_non_vqvae_workdirs(tmp_path):
