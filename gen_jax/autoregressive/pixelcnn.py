@@ -25,8 +25,10 @@ from gen_jax.autoregressive.heads import make_head
 from gen_jax.autoregressive.networks import ARCHS
 from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
+from gen_jax.likelihood import bits_per_dim
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.steps import make_eval_step, make_train_step
 
 
 def autoregressive_sample(params_fn: Callable[[jax.Array], jax.Array], head: Any,
@@ -138,28 +140,23 @@ class PixelCNN:
         params = self.net.init(rng, self.net_input(k), self._labels(example_batch, len(x)))["params"]
         return TrainState.create(params, self.tx, self.config.train.ema_decay)
 
-    def _metrics(self, nll: jax.Array) -> dict:
-        return {"loss": nll, "nll_bpd": nll / (self.info.dim * math.log(2.0))}
+    def loss_fn(self, params: Any, model_state: Any, batch: dict, rng: jax.Array, train: bool):
+        """The mean NLL of the batch's levels, nats per image (see gen_jax.steps for the
+        signature); exact, so ``rng`` and ``train`` are unused."""
+        k = self.to_levels(batch["x"])
+        nll = -self._log_prob_levels(params, k, self._labels(batch, k.shape[0])).mean()
+        return nll, ({"loss": nll, "nll_bpd": bits_per_dim(nll, self.info.dim)}, model_state)
 
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
-        k = self.to_levels(batch["x"])
-        labels = self._labels(batch, k.shape[0])
-
-        def loss_fn(params):
-            nll = -self._log_prob_levels(params, k, labels).mean()
-            return nll, self._metrics(nll)
-
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-        return state.apply_gradients(grads), metrics
+        return make_train_step(self.loss_fn)(state, batch, rng)
 
     def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
-        k = self.to_levels(batch["x"])
-        nll = -self._log_prob_levels(state.eval_params, k, self._labels(batch, k.shape[0])).mean()
-        return self._metrics(nll)
+        return make_eval_step(self.loss_fn)(state, batch, rng)
 
-    def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array,
+    def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array, *, num_samples: int = 1,
                  labels: jax.Array | None = None) -> jax.Array:
-        """Exact log p(x) in nats per example on the discrete data scale.
+        """Exact log p(x) in nats per example on the discrete data scale
+        (gen_jax.registry.HasLogProb). Exact, so ``rng`` and ``num_samples`` are unused.
 
         A conditional model given ``labels`` returns log p(x | y). Without labels
         it returns the exact marginal of the model with a uniform class prior,

@@ -31,8 +31,10 @@ from gen_jax.checkpoint import load_trained
 from gen_jax.config import config_from_json
 from gen_jax.data import DataInfo
 from gen_jax.errors import CheckpointError, ConfigError
+from gen_jax.likelihood import bits_per_dim
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.steps import make_eval_step, make_train_step
 
 _VQ_METHODS = ("vqvae",)
 
@@ -112,9 +114,6 @@ class VQVAEPrior:
         lp = self.head.log_prob(self._params(params, codes, labels)[..., 0, :], codes)
         return -lp.reshape(codes.shape[0], -1).sum(-1).mean()
 
-    def _metrics(self, nll: jax.Array) -> dict:
-        return {"loss": nll, "code_bits": nll / (math.prod(self.code_shape) * math.log(2.0))}
-
     # -- the Method contract ---------------------------------------------------
 
     def init(self, rng: jax.Array, example_batch: dict) -> TrainState:
@@ -127,21 +126,19 @@ class VQVAEPrior:
         return TrainState.create(params, self.tx, self.config.train.ema_decay,
                                  model_state={"vqvae": vq_vars})
 
+    def loss_fn(self, params, model_state: dict, batch: dict, rng: jax.Array, train: bool):
+        """The code maps' mean NLL under the prior, nats per image, with the frozen VQ-VAE of
+        ``model_state["vqvae"]`` encoding the batch (see gen_jax.steps for the signature)."""
+        codes = self._codes(model_state["vqvae"], batch["x"])
+        nll = self._nll(params, codes, self._labels(batch.get("y"), codes.shape[0]))
+        metrics = {"loss": nll, "code_bits": bits_per_dim(nll, math.prod(self.code_shape))}
+        return nll, (metrics, model_state)
+
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
-        codes = self._codes(state.model_state["vqvae"], batch["x"])
-        labels = self._labels(batch.get("y"), codes.shape[0])
-
-        def loss_fn(params):
-            nll = self._nll(params, codes, labels)
-            return nll, self._metrics(nll)
-
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-        return state.apply_gradients(grads), metrics
+        return make_train_step(self.loss_fn)(state, batch, rng)
 
     def eval_step(self, state: TrainState, batch: dict, rng: jax.Array) -> dict:
-        codes = self._codes(state.model_state["vqvae"], batch["x"])
-        return self._metrics(self._nll(state.eval_params, codes,
-                                       self._labels(batch.get("y"), codes.shape[0])))
+        return make_eval_step(self.loss_fn)(state, batch, rng)
 
     def sample_codes(self, state: TrainState, rng: jax.Array, num: int,
                      labels: jax.Array | None = None) -> jax.Array:
@@ -161,8 +158,8 @@ class VQVAEPrior:
         codes = self.sample_codes(state, rng, num, labels)
         return self.vq.decode_vars(state.model_state["vqvae"], (codes,))
 
-    def reconstruct(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        """The VQ-VAE's reconstruction (the prior does not change it)."""
+    def reconstruct(self, state: TrainState, x: jax.Array, rng: jax.Array) -> jax.Array:
+        """The VQ-VAE's reconstruction (the prior does not change it; ``rng`` is unused)."""
         vq_vars = state.model_state["vqvae"]
         return self.vq.decode_vars(vq_vars, self.vq.encode_vars(vq_vars, x))
 

@@ -181,9 +181,10 @@ class CycleGAN:
             raise ValueError(f"direction must be 'ab' or 'ba', got {direction!r}")
         return self._g(state.g, state.g.eval_params, direction, x)
 
-    def reconstruct(self, state: GANState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    def reconstruct(self, state: GANState, x: jax.Array, rng: jax.Array) -> jax.Array:
         """The A -> B -> A cycle G_BA(G_AB(x)) of A-look images ``x``, computed at the model's
-        resolution and shown at x's (nearest upsampling when ``model.downsample`` > 1)."""
+        resolution and shown at x's (nearest upsampling when ``model.downsample`` > 1);
+        gen_jax.registry.HasReconstruct, deterministic (``rng`` is unused)."""
         cyc = self.translate(state, self.translate(state, self.shrink(x), "ab"), "ba")
         f = self.config.model.downsample
         return jnp.repeat(jnp.repeat(cyc, f, 1), f, 2) if f > 1 else cyc

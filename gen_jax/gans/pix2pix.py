@@ -133,9 +133,9 @@ class Pix2Pix:
         """G(inputs) with the (EMA) generator; ``rng`` drives its dropout noise."""
         return self._g(state.g, state.g.eval_params, inputs, rng)
 
-    def reconstruct(self, state: GANState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        """The translation of ``x``'s task input: the estimate of ``x`` itself."""
-        rng = jax.random.key(0) if rng is None else rng
+    def reconstruct(self, state: GANState, x: jax.Array, rng: jax.Array) -> jax.Array:
+        """The translation of ``x``'s task input: the estimate of ``x`` itself
+        (gen_jax.registry.HasReconstruct); ``rng`` drives the generator's dropout noise."""
         return self.translate(state, self.make_pair(x)[0], rng)
 
     def sample(self, state: GANState, rng: jax.Array, num: int, inputs: jax.Array | None = None,

@@ -172,9 +172,9 @@ def test_conditional_model_uses_labels_and_marginalizes_exactly():
 
     @jax.jit
     def both(state, x):
-        per_class = jax.vmap(lambda c: method.log_prob(state, x, None, labels=jnp.full(4, c)))(
+        per_class = jax.vmap(lambda c: method.log_prob(state, x, jax.random.key(0), labels=jnp.full(4, c)))(
             jnp.arange(10))
-        return per_class, method.log_prob(state, x, None)
+        return per_class, method.log_prob(state, x, jax.random.key(0))
 
     per_class, marginal = (np.asarray(a) for a in both(state, x))
     assert np.ptp(per_class, axis=0).min() > 0  # the label changes the likelihood

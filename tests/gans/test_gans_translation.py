@@ -84,9 +84,12 @@ def test_pix2pix_step_and_l1_against_a_hand_computation(monkeypatch):
         samples = (method.sample(state, key, 20), method.translate(state, tiled, key),
                    method.sample(state, key, 3, inputs=other),
                    method.translate(state, tasks.paired_input(other, "edges", (-1.0, 1.0)), key))
-        return state, metrics, m, method.translate(state, inp, jax.random.key(2)), samples
+        recon = method.reconstruct(state, batch["x"], jax.random.key(2))
+        return state, metrics, m, method.translate(state, inp, jax.random.key(2)), samples, recon
 
-    state, metrics, m, out, (sampled, want, sampled_other, want_other) = run()
+    state, metrics, m, out, (sampled, want, sampled_other, want_other), recon = run()
+    # reconstruct(state, x, rng) = the translation of x's task input, the same key its dropout.
+    np.testing.assert_allclose(recon, out, atol=1e-6)
     # sample() translates the task inputs of the example batch kept in the state (repeated up
     # to num), or of the caller's images.
     np.testing.assert_allclose(state.inputs, batch["x"], atol=1e-6)
@@ -118,7 +121,7 @@ def test_cyclegan_cycle_term_against_a_hand_computation(monkeypatch):
                    method.sample(state, jax.random.key(3), 5, inputs=xb[:5], direction="ba"),
                    method.translate(state, xb[:5], "ba"))
         return (state, metrics, method.eval_step(state, batch, jax.random.key(2)), xa, xb, is_b,
-                method.reconstruct(state, xa), back, samples)
+                method.reconstruct(state, xa, jax.random.key(4)), back, samples)
 
     state, metrics, m, xa, xb, is_b, cyc_a, back, samples = jax.device_get(run())
     sampled, fake_b, sampled_ba, want_ba = samples
@@ -128,6 +131,7 @@ def test_cyclegan_cycle_term_against_a_hand_computation(monkeypatch):
     np.testing.assert_allclose(sampled, np.concatenate([fake_b, fake_b[:4]]), atol=1e-5)
     np.testing.assert_allclose(sampled_ba, want_ba, atol=1e-5)
     assert set(state.g.params) == {"ab", "ba"} and set(state.d.params) == {"a", "b"}
+    assert cyc_a.shape == xa.shape  # reconstruct(state, x, rng): the A -> B -> A cycle, x's shape
     w_a, w_b = 1 - is_b, is_b
     err_a = np.abs(cyc_a - xa).reshape(16, -1).mean(1)
     err_b = np.abs(back - xb).reshape(16, -1).mean(1)
