@@ -9,7 +9,6 @@ Mahalanobis term by a triangular solve), never an explicit inverse.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -18,8 +17,8 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from gen_jax.errors import DataError
+from gen_jax.likelihood import LOG_2PI
 
-_LOG_2PI = math.log(2.0 * math.pi)
 COVARIANCE_TYPES = ("full", "diag")
 
 
@@ -65,12 +64,12 @@ def full_log_prob(x: jax.Array, mean: jax.Array, chol: jax.Array) -> jax.Array:
     """
     z = solve_triangular(chol, (x - mean).T, lower=True)          # (D, N)
     log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
-    return -0.5 * (x.shape[-1] * _LOG_2PI + log_det + jnp.sum(z**2, axis=0))
+    return -0.5 * (x.shape[-1] * LOG_2PI + log_det + jnp.sum(z**2, axis=0))
 
 
 def diag_log_prob(x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
     """log N(x; mean, diag(var)) for rows of x (N, D)."""
-    return -0.5 * jnp.sum(_LOG_2PI + jnp.log(var) + (x - mean) ** 2 / var, axis=-1)
+    return -0.5 * jnp.sum(LOG_2PI + jnp.log(var) + (x - mean) ** 2 / var, axis=-1)
 
 
 def fit_gaussian(x: jax.Array, covariance_type: str = "full", reg_covar: float = 0.0) -> GaussianParams:

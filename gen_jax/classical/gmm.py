@@ -19,7 +19,6 @@ scikit-learn) so a component collapsing onto few points stays positive definite.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -27,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.classical.gaussian import check_covariance_type, check_points, diag_log_prob
+from gen_jax.likelihood import LOG_2PI
 
 # scikit-learn adds 10 machine epsilons to each component's soft count so an
 # empty component gives finite (if meaningless) parameters instead of 0/0.
 _COUNT_EPS = 10.0 * float(jnp.finfo(jnp.float32).eps)
-_LOG_2PI = math.log(2.0 * math.pi)
 # scikit-learn's KMeans defaults, which its GaussianMixture uses for init_params="kmeans".
 _KMEANS_MAX_ITERS = 300
 _KMEANS_TOL = 1e-4
@@ -101,7 +100,7 @@ def _component_log_probs(x: jax.Array, means: jax.Array, covariances: jax.Array)
     prec_chol = jax.vmap(_tril_inverse)(chol)
     log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
     z = jnp.einsum("kij,knj->kni", prec_chol, x[None] - means[:, None])     # (K, N, D)
-    return (-0.5 * (x.shape[-1] * _LOG_2PI + log_det[:, None] + jnp.sum(z**2, axis=-1))).T
+    return (-0.5 * (x.shape[-1] * LOG_2PI + log_det[:, None] + jnp.sum(z**2, axis=-1))).T
 
 
 def _e_step(x: jax.Array, weights: jax.Array, means: jax.Array,

@@ -18,7 +18,6 @@ image in nats; metrics report it as ``nll`` (nats) and ``nll_bpd`` (bits/dim).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -38,6 +37,7 @@ from gen_jax.classical.pca import (
 )
 from gen_jax.data import DataInfo, discrete_log_prob_offset, load_split
 from gen_jax.errors import ConfigError
+from gen_jax.likelihood import bits_per_dim
 from gen_jax.registry import register
 
 
@@ -96,7 +96,7 @@ class _FittedModel:
 
     def _metrics(self, params: Any, x: jax.Array) -> dict:
         nll = -jnp.mean(self._log_density(params, x.reshape(x.shape[0], -1)) + self.offset)
-        return {"loss": nll, "nll": nll, "nll_bpd": nll / (self.info.dim * math.log(2.0))}
+        return {"loss": nll, "nll": nll, "nll_bpd": bits_per_dim(nll, self.info.dim)}
 
     def train_step(self, state: ClassicalState, batch: dict, rng: jax.Array):
         """Parameters are fixed after ``init``: reports the batch's NLL and counts the step."""
@@ -105,9 +105,11 @@ class _FittedModel:
     def eval_step(self, state: ClassicalState, batch: dict, rng: jax.Array) -> dict:
         return self._metrics(state.params, batch["x"])
 
-    def log_prob(self, state: ClassicalState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    def log_prob(self, state: ClassicalState, x: jax.Array, rng: jax.Array | None = None, *,
+                 num_samples: int = 1) -> jax.Array:
         """Exact log-density plus the dequantization offset: nats per example on the
-        data's discrete scale (a lower bound there for dequantized images)."""
+        data's discrete scale (a lower bound there for dequantized images). ``rng`` and
+        ``num_samples`` are unused (the density is exact)."""
         return self._log_density(state.params, x.reshape(x.shape[0], -1)) + self.offset
 
     def sample(self, state: ClassicalState, rng: jax.Array, num: int, **kw: Any) -> jax.Array:

@@ -14,7 +14,6 @@ N / (N − 1) larger). Coefficients are z = U (x − x̄), reconstructions x̄ +
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -22,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.classical.gaussian import check_points
+from gen_jax.likelihood import LOG_2PI
 
-_LOG_2PI = math.log(2.0 * math.pi)
 PCA_METHODS = ("auto", "covariance", "gram")
 
 
@@ -143,7 +142,7 @@ def ppca_log_prob(params: PCAParams, x: jax.Array) -> jax.Array:
     lam, s2 = params.explained_variance, params.noise_variance
     quad = jnp.sum(z**2 / lam, axis=-1) + jnp.sum(r**2, axis=-1) / s2
     log_det = jnp.sum(jnp.log(lam)) + (d - m) * jnp.log(s2)
-    return -0.5 * (d * _LOG_2PI + log_det + quad)
+    return -0.5 * (d * LOG_2PI + log_det + quad)
 
 
 def ppca_sample(params: PCAParams, key: jax.Array, n: int, noise: bool = True) -> jax.Array:
