@@ -128,14 +128,22 @@ def quiet_orbax():
             lg.setLevel(level)
 
 
-_all_finite = jax.jit(lambda tree: jnp.all(jnp.stack(
-    [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-     if jnp.issubdtype(x.dtype, jnp.inexact)] or [jnp.bool_(True)])))
+_leaf_finite = jax.jit(lambda tree: [jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact)
+                                      else jnp.bool_(True) for x in jax.tree.leaves(tree)])
 
 
-def state_is_finite(state: Any) -> bool:
-    """Whether every floating-point value of a state is finite."""
-    return bool(_all_finite(state))
+def finite_leaves(state: Any) -> list[bool]:
+    """Per leaf of ``state``: whether all its values are finite (non-float leaves: True)."""
+    return [bool(f) for f in jax.device_get(_leaf_finite(state))]
+
+
+def state_is_finite(state: Any, exempt: list[bool] | None = None) -> bool:
+    """Whether every floating-point value of a state is finite, except in the leaves
+    marked in ``exempt`` (bookkeeping that is non-finite by design, e.g. a fit's
+    NaN-padded trace, as found in the run's first state)."""
+    flags = finite_leaves(state)
+    exempt = exempt if exempt is not None and len(exempt) == len(flags) else [False] * len(flags)
+    return all(f or e for f, e in zip(flags, exempt, strict=True))
 
 
 class Checkpointer:
@@ -154,6 +162,7 @@ class Checkpointer:
         if keep < 0:
             raise CheckpointError(f"keep_checkpoints must be >= 0 (0 keeps all), got {keep}")
         self._manager = None
+        self.exempt: list[bool] | None = None  # see expect_finite_like
         if not create and not self.directory.is_dir():
             return  # nothing to read; nothing created
         options = ocp.CheckpointManagerOptions(
@@ -171,13 +180,30 @@ class Checkpointer:
         steps = self.steps()
         return steps[-1] if steps else None
 
+    def expect_finite_like(self, state: Any) -> None:
+        """Leaves that are not all finite in ``state`` (the run's first state) are by design
+        (e.g. NaN padding); every other leaf must stay finite for a state to be saved."""
+        self.exempt = [not f for f in finite_leaves(state)]
+
     def save(self, step: int, state: Any, data_state: dict, config: ml_collections.ConfigDict,
              force: bool = False) -> bool:
         """Saves (asynchronously) unless a checkpoint of this step exists; returns whether
         it saved. A state with a non-finite value is never saved (NonFiniteError)."""
         if step in self._manager.all_steps():
             return False
-        if not state_is_finite(state):
+        # A full disk is said in one line before Orbax starts writing: a write that
+        # fails half way leaves a partial checkpoint and pages of thread tracebacks.
+        need = 2 * sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, "nbytes")) + 2**20
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            free = need
+        if free < need:
+            self._manager = None
+            raise WorkdirError(f"cannot save checkpoint {step} in {self.directory}: the disk is full "
+                               f"({free_space(self.directory)}; a checkpoint needs about "
+                               f"{need / 2**20:.1f} MiB)")
+        if not state_is_finite(state, self.exempt):
             last = self.latest_step()
             raise NonFiniteError(
                 f"the state at step {step} has non-finite values and was not saved; last saved "
@@ -188,7 +214,7 @@ class Checkpointer:
                 data=ocp.args.JsonSave(data_state),
                 config=ocp.args.JsonSave(json.loads(config_to_json(config)))), force=force)
         except Exception as e:
-            raise _as_write_error(e, self.directory) from None
+            raise self._failed(e) from None
         return True
 
     def saved_config(self, step: int) -> ml_collections.ConfigDict:
@@ -282,19 +308,28 @@ class Checkpointer:
         _barrier("truncate_after")
         return moved
 
+    def _failed(self, e: BaseException) -> BaseException:
+        """``e`` as one line where the disk is full or read-only; the manager is then
+        abandoned: closing it would only make Orbax's writer threads print tracebacks
+        (the command exits with the one line)."""
+        err = _as_write_error(e, self.directory)
+        if isinstance(err, WorkdirError):
+            self._manager = None
+        return err
+
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""
         if self._manager is not None:
             try:
                 self._manager.wait_until_finished()
             except Exception as e:
-                raise _as_write_error(e, self.directory) from None
+                raise self._failed(e) from None
 
     def close(self) -> None:
-        if self._manager is not None:
-            try:
-                self.wait()
-            finally:
+        try:
+            self.wait()
+        finally:
+            if self._manager is not None:  # None: abandoned after a disk failure (_failed)
                 with quiet_orbax(), contextlib.suppress(Exception):
                     self._manager.close()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import logging
 import os
 import signal
@@ -125,10 +124,13 @@ def restore_run(run: Run, step: int | None = None) -> tuple[Any, int]:
     return state, restored_step
 
 
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+def _no_new_nonfinite(new: Any, old: Any) -> jax.Array:
+    """Whether the update made no finite value non-finite (values that were NaN or inf
+    before, such as a fit's NaN-padded trace, are bookkeeping, not divergence)."""
+    flags = [jnp.all(jnp.isfinite(n) | ~jnp.isfinite(o))
+             for n, o in zip(jax.tree.leaves(new), jax.tree.leaves(old), strict=True)
+             if jnp.issubdtype(jnp.result_type(n), jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
 
 
 def guarded_step(method: Any):
@@ -143,7 +145,7 @@ def guarded_step(method: Any):
 
     def step(state, batch, rng):
         new_state, metrics = method.train_step(state, batch, rng)
-        ok = jnp.isfinite(metrics["loss"]) & _all_finite(new_state)
+        ok = jnp.isfinite(metrics["loss"]) & _no_new_nonfinite(new_state, state)
         new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, state)
         new_state = new_state.replace(step=state.step + 1)
         return new_state, {**metrics, "finite": ok}
@@ -175,21 +177,14 @@ def draw_samples(run: Run, state: Any, num: int, rng: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(fn(state, rng)), np.float32)
 
 
-def _with_num_samples(fn, num_samples: int):
-    """``fn`` with ``num_samples=`` bound where the Method's log_prob takes it."""
-    if "num_samples" in inspect.signature(fn).parameters:
-        return functools.partial(fn, num_samples=num_samples)
-    return fn
-
-
 def log_prob_fn(run: Run, num_samples: int):
-    """The Method's ``log_prob(state, x, rng)`` compiled over the mesh, with
-    ``num_samples`` importance samples where the Method takes that option."""
+    """The Method's ``log_prob(state, x, rng, num_samples=...)`` compiled over the mesh
+    (every HasLogProb takes ``num_samples``; exact ones ignore it)."""
 
     def build():
         rep, data = parallel.replicated(run.mesh), parallel.batch_sharding(run.mesh)
         # replicated output: every process can read all of it
-        return jax.jit(_with_num_samples(run.method.log_prob, num_samples),
+        return jax.jit(functools.partial(run.method.log_prob, num_samples=num_samples),
                        in_shardings=(rep, data, rep), out_shardings=rep)
 
     return run.jitted(("log_prob", num_samples), build)
@@ -228,7 +223,7 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
         viz.save_scatter_2d(out / f"step_{step:06d}.png", samples, data=ref[:2000],
                             title=f"{run.config.method} samples, step {step}")
         if final and isinstance(run.method, registry.HasLogProb):
-            lp = jax.jit(_with_num_samples(run.method.log_prob, run.config.eval.log_prob_samples))
+            lp = jax.jit(functools.partial(run.method.log_prob, num_samples=run.config.eval.log_prob_samples))
             viz.save_density_2d(out / "density.png",
                                 lambda pts: np.asarray(lp(local, jnp.asarray(pts), r_density)),
                                 resolution=100, data=ref, title=f"{run.config.method} density")
@@ -357,6 +352,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any:
     config, t = run.config, run.config.train
     step_fn = parallel.jit_train_step(guarded_step(run.method), run.mesh)
+    ckpt.expect_finite_like(state)
     writer = MetricWriter(run.workdir, t.num_steps, start)
     pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start

@@ -70,8 +70,11 @@ def _module_fixtures(item) -> list[str]:
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return []
+    # pytest's and plugins' own fixtures (tmp_path_factory, ...) have an empty baseid:
+    # they cost nothing to share, so they do not tie tests together
     return sorted(name for name in item.fixturenames
-                  if (defs := info.name2fixturedefs.get(name)) and defs[-1].scope in ("module", "session"))
+                  if (defs := info.name2fixturedefs.get(name)) and defs[-1].baseid
+                  and defs[-1].scope in ("module", "session"))
 
 
 @pytest.hookimpl(tryfirst=True)
