@@ -124,3 +124,10 @@ def test_a_config_missing_a_family_key_is_one_config_error():
     del d["model"]["beta"]
     with pytest.raises(ConfigError, match="method 'vae' reads the config key 'beta', which this"):
         registry.build(ml_collections.ConfigDict(d))
+
+
+def test_smoke_shrinks_a_config_in_place():
+    from gen_jax.defaults import SMOKE, get_config, smoke
+
+    cfg = smoke(get_config(), **{"train.num_steps": 5})
+    assert cfg.train.num_steps == 5 and cfg.data.batch_size == SMOKE["data.batch_size"]
