@@ -267,7 +267,7 @@ class Checkpointer:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         if config is not None:
             self.check_config(config, step)
-        errors = []
+        errors, unreadable = [], []
         for s in steps:
             try:
                 with quiet_orbax():
@@ -277,13 +277,18 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - orbax raises many types for bad files
                 msg = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:200]
                 errors.append(f"step {s}: {msg}")
+                unreadable.append(s)
                 if step is None:
-                    where = self.move_aside(s, "unreadable") if move_aside else None
-                    log.warning("checkpoint %d is unreadable (%s); %s", s, msg,
-                                f"moved aside to {where.name}; trying the previous one" if where
-                                else "trying the previous one")
+                    log.warning("checkpoint %d is unreadable (%s); trying the previous one", s, msg)
                 continue
-            if move_aside:
+            if move_aside and unreadable:
+                # Only once a readable one is found: with none readable, nothing is renamed
+                # and the next run fails the same way instead of silently starting over.
+                for bad in unreadable:
+                    where = self.move_aside(bad, "unreadable")
+                    if where is not None:
+                        log.warning("checkpoint %d moved aside to %s; step %d will be saved again",
+                                    bad, where.name, bad)
                 _barrier("restore_move_aside")  # process 0 renamed; the others see it
             return restored["state"], dict(restored["data"]), s
         raise CheckpointError(f"no readable checkpoint in {self.directory}: " + " | ".join(errors))

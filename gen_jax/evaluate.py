@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,7 @@ from gen_jax.checkpoint import Checkpointer
 from gen_jax.errors import ConfigError
 from gen_jax.likelihood import bits_per_dim
 from gen_jax.train import Run, draw_samples, evaluate_split, guarded_step, log_prob_fn, restore_run, setup
-from gen_jax.workdir import check_writable
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Writes through a temporary file, so a failure never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+from gen_jax.workdir import check_writable, write_atomic
 
 
 def sample_to_file(config: ml_collections.ConfigDict | None, workdir: str | Path, num: int,
@@ -55,7 +46,7 @@ def sample_to_file(config: ml_collections.ConfigDict | None, workdir: str | Path
         with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
             np.save(f, samples)
 
-    _atomic_write(out, write)
+    write_atomic(out, write)
     return out
 
 
@@ -125,7 +116,7 @@ def _fid_metrics(run: Run, samples01: np.ndarray, split: str) -> dict:
                     np.savez(f, count=ref_stats.count, mean=ref_stats.mean, scatter=ref_stats.scatter,
                              subset=ref_subset)
 
-            _atomic_write(cache, write)
+            write_atomic(cache, write)
     pools, logits = zip(*inc.inception_features(
         apply_fn, (samples01[s:s + bs] for s in range(0, len(samples01), bs))), strict=True)
     fake = np.concatenate(pools)
@@ -211,7 +202,7 @@ def evaluate_with_samples(config: ml_collections.ConfigDict | None,
         if _eval_option(run.config, "sample_metrics", True):
             result["sample_metrics"] = sample_metrics(run, samples)
     if jax.process_index() == 0:
-        _atomic_write(Path(workdir) / "eval.json",
+        write_atomic(Path(workdir) / "eval.json",
                       lambda p: Path(p).write_text(json.dumps(result, indent=2)))
     return result, samples
 
@@ -258,7 +249,7 @@ def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
               "train_examples_per_sec": run.config.data.batch_size / step_time,
               "train_step_flops": flops, "sample_batch": n, "sample_ms": 1000 * sample_time}
     if jax.process_index() == 0:
-        _atomic_write(Path(workdir) / "bench.json",
+        write_atomic(Path(workdir) / "bench.json",
                       lambda p: Path(p).write_text(json.dumps(result, indent=2)))
     return result
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import signal
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from gen_jax import parallel, registry, viz
 from gen_jax.checkpoint import Checkpointer, resume_hint
 from gen_jax.config import config_from_json, config_to_json, validate_config
 from gen_jax.errors import CheckpointError, Interrupted, NonFiniteError
-from gen_jax.workdir import WorkdirLock, check_writable, remove_if_unused
+from gen_jax.workdir import WorkdirLock, check_writable, remove_if_unused, write_atomic
 from gen_jax.writers import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -336,17 +335,11 @@ def _train_locked(run: Run, resume_step: int | None) -> Any:
         else:
             state, start = _init_state(run, example), 0
         if jax.process_index() == 0:
-            _write_atomic(workdir / "config.json", config_to_json(config))
+            write_atomic(workdir / "config.json", lambda p: p.write_text(config_to_json(config)))
         state = _loop(run, state, start, iterator, ckpt)
     finally:
         ckpt.close()
     return state
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any:
@@ -357,7 +350,7 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
     pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start
 
-    skipped = 0
+    skipped, reported = 0, set()
 
     def check(fetched: list[dict]) -> list[int]:
         nonlocal skipped
@@ -376,8 +369,6 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
                 log.warning("step %d: non-finite loss or update; the update was skipped "
                             "(%d skipped so far)", s, skipped)
         return bad
-
-    reported: set[int] = set()
 
     def flush(step: int) -> None:
         nonlocal pending, tick, tick_step

@@ -34,6 +34,16 @@ def check_writable(path: str | Path, what: str = "workdir") -> None:
                            "use another --workdir") from None
 
 
+def write_atomic(path: str | Path, write) -> None:
+    """``write(tmp_path)`` then a rename onto ``path``: a failure or a kill never leaves
+    half a file, and the old file stays until the new one is complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 class WorkdirLock:
     """An exclusive ``flock`` on ``workdir/.lock`` (``.lock.p<k>`` for process k > 0).
 

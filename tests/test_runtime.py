@@ -171,6 +171,16 @@ def test_an_unreadable_latest_is_moved_aside_and_its_step_saved_again(tmp_path, 
     assert list(work.glob("metrics.replaced-*.jsonl"))
 
 
+def test_with_no_readable_checkpoint_training_refuses_and_renames_nothing(tmp_path):
+    train.train_and_evaluate(mean_config(**{"train.num_steps": 4}), tmp_path)
+    for step in (2, 4):
+        _corrupt(tmp_path / "checkpoints" / str(step))
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        train.train_and_evaluate(mean_config(), tmp_path)
+    # not moved aside: a rerun must not silently start over from step 0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]
+
+
 def test_resume_from_a_chosen_step_moves_later_checkpoints_aside(tmp_path):
     train.train_and_evaluate(mean_config(**{"train.checkpoint_every": 1, "train.keep_checkpoints": 0}),
                              tmp_path)
