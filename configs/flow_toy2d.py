@@ -20,12 +20,12 @@ def get_config(arg=None):
 
     # Keys of every flow, so --config.method can switch between them.
     config.model.num_couplings = 8   # nice, realnvp
-    config.model.num_steps = 8       # glow, flowpp
+    config.model.steps_per_level = 8  # glow, flowpp
     config.model.hidden = 64
     config.model.num_layers = 2      # MLP hidden layers per conditioner
     config.model.num_blocks = 0
     config.model.num_scales = 1
-    config.model.num_levels = 1
+    config.model.num_levels = 1      # glow: multi-scale levels (not the pixel levels)
     config.model.logit_alpha = 0.05
     config.model.coupling = "affine"
     config.model.learn_top = True

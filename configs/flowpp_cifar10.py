@@ -17,7 +17,7 @@ def get_config(arg=None):
     config = flowpp_digits.get_config()
     config.data.name = "tfds:cifar10"
     config.data.batch_size = 64
-    config.model.num_steps = 4
+    config.model.steps_per_level = 4
     config.model.hidden = 96
     config.model.num_blocks = 4
     config.model.num_components = 16
@@ -33,6 +33,6 @@ def get_config(arg=None):
 
 
 # The smoke test drops attention here: configs/flowpp_digits.py's smoke run keeps it.
-_SMOKE = {"model.num_steps": 1, "model.hidden": 8, "model.num_blocks": 1,
+_SMOKE = {"model.steps_per_level": 1, "model.hidden": 8, "model.num_blocks": 1,
           "model.num_heads": 0, "model.num_components": 2, "model.dequant_steps": 1,
           "eval.log_prob_samples": 1}

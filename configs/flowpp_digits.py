@@ -21,7 +21,7 @@ def get_config(arg=None):
     config.data.dequantize = "none"  # the model dequantizes (model.dequantize)
     config.data.batch_size = 64
 
-    config.model.num_steps = 2       # checkerboard steps at 8x8x1, then channel steps at 4x4x4
+    config.model.steps_per_level = 2  # checkerboard steps at 8x8x1, then channel steps at 4x4x4
     config.model.hidden = 32
     config.model.num_layers = 2      # MLP hidden layers (vector data only)
     config.model.num_blocks = 1      # gated conv (+ attention) blocks per conditioner
@@ -45,5 +45,5 @@ def get_config(arg=None):
     return config
 
 
-_SMOKE = {"model.num_steps": 1, "model.hidden": 8, "model.num_heads": 2, "model.num_components": 2,
+_SMOKE = {"model.steps_per_level": 1, "model.hidden": 8, "model.num_heads": 2, "model.num_components": 2,
           "model.dequant_steps": 1, "eval.log_prob_samples": 1}

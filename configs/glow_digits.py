@@ -2,7 +2,7 @@
 
 Uniformly dequantized 17-level pixels, shifted to [-0.5, 0.5] inside the flow:
 bits/dim of 17-level data (uniform model: 4.09). Level 1: squeeze to 4x4x4,
-``num_steps`` steps, split; level 2: squeeze to 2x2x8, steps, learned top prior.
+``steps_per_level`` steps, split; level 2: squeeze to 2x2x8, steps, learned top prior.
 """
 
 from gen_jax.config import parse_arg
@@ -18,8 +18,8 @@ def get_config(arg=None):
     config.data.dequantize = "uniform"
     config.data.batch_size = 64
 
-    config.model.num_levels = 2
-    config.model.num_steps = 4
+    config.model.num_levels = 2  # multi-scale levels (squeeze, steps, split), not pixel levels
+    config.model.steps_per_level = 4
     config.model.hidden = 64         # conditioner channels (units for vector data)
     config.model.num_layers = 2      # MLP hidden layers (vector data only)
     config.model.num_blocks = 0      # 0 = Glow's 3x3 / 1x1 / zero-init 3x3 network
@@ -40,4 +40,4 @@ def get_config(arg=None):
     return config
 
 
-_SMOKE = {"model.num_steps": 1, "model.hidden": 8}
+_SMOKE = {"model.steps_per_level": 1, "model.hidden": 8}

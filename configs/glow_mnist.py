@@ -15,8 +15,8 @@ def get_config(arg=None):
     opts = parse_arg(arg, smoke=False)
     config = glow_digits.get_config()
     config.data.name = "tfds:mnist"
-    config.model.num_levels = 2
-    config.model.num_steps = 16
+    config.model.num_levels = 2  # multi-scale levels (squeeze, steps, split), not pixel levels
+    config.model.steps_per_level = 16
     config.model.hidden = 256
     config.train.num_steps = 50000
     config.train.eval_every = 5000
@@ -27,4 +27,4 @@ def get_config(arg=None):
     return config
 
 
-_SMOKE = {"model.num_steps": 1, "model.hidden": 8}
+_SMOKE = {"model.steps_per_level": 1, "model.hidden": 8}

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 
@@ -20,6 +21,15 @@ from gen_jax.errors import ConfigError, GenJaxError
 
 # The sections every config has (configs/default.py); families fill `model`.
 REQUIRED_SECTIONS = ("data", "model", "optim", "train", "eval")
+
+# Config keys renamed since older workdirs were written: old dotted key -> new one.
+# An old workdir's config.json and an old config file load with the new keys; an
+# old key given as an override (load_config, --config.KEY on the command line)
+# is accepted with one warning line naming the new key.
+RENAMED_KEYS = {
+    # flows (glow, flowpp): steps of flow per level, not train.num_steps / sampler.num_steps
+    "model.num_steps": "model.steps_per_level",
+}
 
 
 def load_config(path: str | Path, **overrides: Any) -> ml_collections.ConfigDict:
@@ -32,7 +42,7 @@ def load_config(path: str | Path, **overrides: Any) -> ml_collections.ConfigDict
     Returns:
       The validated, locked ConfigDict.
     """
-    config = _call_get_config(path)
+    config = upgrade_config(_call_get_config(path))
     config = apply_overrides(config, overrides)
     validate_config(config)
     return config
@@ -163,7 +173,7 @@ def apply_overrides(
     config = ml_collections.ConfigDict(config.to_dict())
     config.lock()
     for dotted, value in overrides.items():
-        node, leaf = resolve_key(config, dotted)
+        node, leaf = resolve_key(config, current_key(config, dotted))
         if isinstance(value, list):
             value = tuple(value)
         try:
@@ -171,6 +181,60 @@ def apply_overrides(
         except (TypeError, ValueError) as e:
             raise ConfigError(f"wrong type for config key {dotted!r}: {e}") from None
     return config
+
+
+def current_key(config: ml_collections.ConfigDict, dotted: str,
+                warn: Callable[[str], None] | None = None) -> str:
+    """``dotted``, or its new name when it is a renamed key that ``config`` has only
+    under the new name (see RENAMED_KEYS); then one warning line goes to ``warn``
+    (default: the "gen_jax" logger)."""
+    new = RENAMED_KEYS.get(dotted)
+    tree = config.to_dict()
+    if new is None or _has_key(tree, dotted) or not _has_key(tree, new):
+        return dotted
+    (warn or logging.getLogger("gen_jax").warning)(
+        f"config key {dotted!r} is now {new!r}; please use the new name")
+    return new
+
+
+def _has_key(tree: dict, dotted: str) -> bool:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree.get(part)
+        if not isinstance(tree, dict):
+            return False
+    return leaf in tree
+
+
+def _upgrade_dict(tree: dict) -> dict:
+    """A config dict with every renamed key moved to its new name (the new one wins
+    where both are present)."""
+    for old, new in RENAMED_KEYS.items():
+        if not _has_key(tree, old):
+            continue
+        *old_parents, old_leaf = old.split(".")
+        *new_parents, new_leaf = new.split(".")
+        src = tree
+        for part in old_parents:
+            src = src[part]
+        value = src.pop(old_leaf)
+        dst = tree
+        for part in new_parents:
+            dst = dst.setdefault(part, {})
+        dst.setdefault(new_leaf, value)
+    return tree
+
+
+def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` with renamed keys (RENAMED_KEYS) under their new names; ``config``
+    itself when it has none. The result is locked like the input."""
+    tree = config.to_dict()
+    if not any(_has_key(tree, old) for old in RENAMED_KEYS):
+        return config
+    upgraded = ml_collections.ConfigDict(_upgrade_dict(tree))
+    if config.is_locked:
+        upgraded.lock()
+    return upgraded
 
 
 def resolve_key(config: ml_collections.ConfigDict, dotted: str) -> tuple[ml_collections.ConfigDict, str]:
@@ -289,7 +353,8 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def config_from_json(text: str) -> ml_collections.ConfigDict:
-    """Inverse of :func:`config_to_json`, restoring tuples where lists were written."""
+    """Inverse of :func:`config_to_json`, restoring tuples where lists were written;
+    keys renamed since the file was written (RENAMED_KEYS) get their new names."""
 
     def fix(value):
         if isinstance(value, dict):
@@ -298,6 +363,6 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
             return tuple(fix(v) for v in value)
         return value
 
-    config = ml_collections.ConfigDict(fix(json.loads(text)))
+    config = ml_collections.ConfigDict(_upgrade_dict(fix(json.loads(text))))
     config.lock()
     return config

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from gen_jax.value_range import ValueRange
+
 if TYPE_CHECKING:  # the data package imports this module; no cycle at run time
     import ml_collections
 
@@ -32,7 +34,8 @@ def discrete_log_prob_offset(info: "DataInfo", data: "ml_collections.ConfigDict"
     a lower bound on the log-probability of the discrete example (nats).
 
     With y = lo + (hi - lo) (x + u) / L and u ~ U[0, 1)^D,
-    log P(x) >= E_u[log p(y)] + D log((hi - lo) / L)  (Theis et al., 2016).
+    log P(x) >= E_u[log p(y)] + D log((hi - lo) / L)  (Theis et al., 2016);
+    see :func:`dequantization_offset`.
 
     Returns:
       The offset, 0.0 for continuous vector data, and None where no continuous
@@ -43,8 +46,13 @@ def discrete_log_prob_offset(info: "DataInfo", data: "ml_collections.ConfigDict"
         return 0.0
     if data.binarize != "none" or data.dequantize != "uniform":
         return None
-    lo, hi = data.value_range
-    return info.dim * math.log((hi - lo) / info.num_levels)
+    return dequantization_offset(info, data)
+
+
+def dequantization_offset(info: "DataInfo", data: "ml_collections.ConfigDict") -> float:
+    """D log((hi - lo) / L): the log-volume of one example's uniform-dequantization
+    bins (gen_jax.value_range), whether the data or the model dequantizes."""
+    return info.dim * math.log(ValueRange.from_config(data, info).bin_width)
 
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:

@@ -68,7 +68,7 @@ def _quiet_libraries() -> None:
 
 
 def _load_config(mode: str):
-    from gen_jax.config import validate_config
+    from gen_jax.config import upgrade_config, validate_config
     from gen_jax.train import workdir_config
 
     config = _CONFIG.value
@@ -80,6 +80,7 @@ def _load_config(mode: str):
         if not DEFAULT_CONFIG.exists():
             raise app.UsageError(f"no --config given and {DEFAULT_CONFIG} is missing")
         return load_config(DEFAULT_CONFIG)
+    config = upgrade_config(config)
     validate_config(config)
     return config
 
@@ -163,8 +164,9 @@ def _config_path(argv: list[str]) -> str | None:
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl parsing, after checking ``--config.KEY`` overrides against the config
-    file, so an unknown key is one clear line listing the valid keys."""
-    from gen_jax.config import resolve_key
+    file, so an unknown key is one clear line listing the valid keys. A renamed key
+    (config.RENAMED_KEYS) is passed on under its new name, with one warning line."""
+    from gen_jax.config import current_key, resolve_key
     from gen_jax.errors import GenJaxError
 
     keys = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
@@ -175,7 +177,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
             config = load_config(path)
             for key in keys:
-                resolve_key(config, key)
+                new = current_key(config, key, lambda msg: print(f"gen_jax: warning: {msg}", file=sys.stderr))
+                if new != key:
+                    argv = [f"--config.{new}{a[len('--config.' + key):]}"
+                            if a == f"--config.{key}" or a.startswith(f"--config.{key}=") else a
+                            for a in argv]
+                    sys.argv[:] = argv  # config_flags finds the override flags in sys.argv
+                resolve_key(config, new)
         except GenJaxError as e:
             print(f"gen_jax: error: {e.__class__.__name__}: {e}", file=sys.stderr)
             sys.exit(2)

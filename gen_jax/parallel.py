@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import numpy as np
@@ -193,11 +193,6 @@ def shard_global_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     return jax.tree.map(put, batch)
-
-
-def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Places a pytree (e.g. the TrainState) on every device."""
-    return jax.device_put(tree, replicated(mesh))
 
 
 def jit_train_step(step: Callable, mesh: jax.sharding.Mesh) -> Callable:

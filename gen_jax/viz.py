@@ -19,6 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from gen_jax.value_range import ValueRange
+
 # White separates tiles well for dark-background data (MNIST, digits), which
 # is what most grids in this codebase show.
 PAD_VALUE = 255
@@ -69,7 +71,7 @@ def image_grid(
     nrows = math.ceil(n / ncol)
 
     x = np.nan_to_num(x.astype(np.float64), nan=lo)
-    x = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    x = np.clip(ValueRange(lo, hi).to_unit(x), 0.0, 1.0)
     tiles = np.rint(x * 255.0).astype(np.uint8)
     if upscale > 1:
         tiles = tiles.repeat(upscale, axis=1).repeat(upscale, axis=2)

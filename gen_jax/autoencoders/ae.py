@@ -38,6 +38,7 @@ from gen_jax.nn import MLP, ConvDecoder, ConvEncoder
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
+from gen_jax.value_range import ValueRange
 
 NOISE_KINDS = ("none", "gaussian", "masking", "block")
 SPARSITY_KINDS = ("none", "l1", "kl")
@@ -226,7 +227,7 @@ class Autoencoder:
             raise ConfigError(f"model.sparsity_weight must be >= 0, got {m.sparsity_weight}")
         if not 0.0 <= m.code_stats_decay < 1.0:
             raise ConfigError(f"model.code_stats_decay must be in [0, 1), got {m.code_stats_decay}")
-        self.lo, self.hi = config.data.value_range
+        self.value_range = ValueRange.from_config(config.data, self.info)
         self.net = AENet(tuple(self.info.shape), m.latent_dim, m.arch, tuple(m.channels),
                          tuple(m.hidden), m.upsample, m.activation, m.code_activation)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
@@ -236,7 +237,7 @@ class Autoencoder:
     def _corrupt(self, x: jax.Array, rng: jax.Array) -> jax.Array:
         m = self.config.model
         return corrupt(x, rng, m.noise, std=m.noise_std, prob=m.mask_prob, block=m.block_size,
-                       fill=self.lo)
+                       fill=self.value_range.lo)
 
     def get_loss_fn(self):
         """Returns ``loss_fn(params, x, rng) -> (loss, terms)``.
@@ -314,7 +315,7 @@ class Autoencoder:
     def decode(self, state: TrainState, z: jax.Array) -> jax.Array:
         """g(z) in the data's value range (clipped for images)."""
         x = self.net.apply({"params": state.eval_params}, z, method=AENet.decode)
-        return jnp.clip(x, self.lo, self.hi) if self.info.kind == "image" else x
+        return self.value_range.clip(x) if self.info.kind == "image" else x
 
     def reconstruct(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """g(f(x)) of the input as given (a DAE denoises/inpaints what it is given); ``rng`` is unused."""

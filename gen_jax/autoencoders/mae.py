@@ -37,6 +37,7 @@ from gen_jax.nn.attention import Transformer, patchify, sincos_pos_embed_2d, unp
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
+from gen_jax.value_range import ValueRange
 
 # Variance floor of the normalised-pixel targets (the MAE reference code's 1e-6).
 _NORM_EPS = 1e-6
@@ -183,7 +184,7 @@ class MAE:
         self.num_masked = self._check_ratio(m.mask_ratio)
         if not 0.0 <= m.patch_stats_decay < 1.0:
             raise ConfigError(f"model.patch_stats_decay must be in [0, 1), got {m.patch_stats_decay}")
-        self.lo, self.hi = config.data.value_range
+        self.value_range = ValueRange.from_config(config.data, self.info)
         self.net = MAENet((h, w, c), m.patch_size, m.enc_dim, m.enc_depth, m.enc_heads, m.dec_dim,
                           m.dec_depth, m.dec_heads, float(m.mlp_ratio))
         self.tx = make_optimizer(config.optim, config.train.num_steps)
@@ -285,9 +286,8 @@ class MAE:
         pred, mask = self._forward(state.eval_params, patches, rng, num_masked)
         pixels = self._to_pixels(pred, patches)
         m = mask[..., None]
-        img = lambda p: jnp.clip(unpatchify(p, self.config.model.patch_size, self.info.shape),
-                                 self.lo, self.hi)
-        return {"masked": img(jnp.where(m > 0, self.lo, patches)), "prediction": img(pixels),
+        img = lambda p: self.value_range.clip(unpatchify(p, self.config.model.patch_size, self.info.shape))
+        return {"masked": img(jnp.where(m > 0, self.value_range.lo, patches)), "prediction": img(pixels),
                 "pasted": img(jnp.where(m > 0, pixels, patches)), "mask": mask}
 
     def reconstruction_parts(self, state: TrainState, x: jax.Array, rng: jax.Array, *,

@@ -32,6 +32,7 @@ from gen_jax.nn import MLP, ConvDecoder, ConvEncoder
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
+from gen_jax.value_range import ValueRange
 
 # Bounds on the Gaussian decoder's log-std; they keep early training stable.
 _MIN_LOG_STD, _MAX_LOG_STD = -7.0, 2.0
@@ -108,7 +109,7 @@ class VAE:
             raise ConfigError(f"model.arch must be 'conv' or 'mlp', got {m.arch!r}")
         if m.arch == "conv" and self.info.kind != "image":
             raise ConfigError(f"model.arch='conv' needs image data; {self.info.name!r} is vector data")
-        self.lo, self.hi = config.data.value_range
+        self.value_range = ValueRange.from_config(config.data, self.info)
         if m.decoder == "bernoulli":
             if self.info.kind != "image" or config.data.binarize == "none":
                 raise ConfigError("model.decoder='bernoulli' models binary data: set "
@@ -145,7 +146,7 @@ class VAE:
     def _decoder_log_prob(self, params: Any, x: jax.Array, z: jax.Array) -> jax.Array:
         out, log_std = self.net.apply({"params": params}, z, method=VAENet.decode)
         if log_std is None:
-            return bernoulli_log_prob((x - self.lo) / (self.hi - self.lo), out)
+            return bernoulli_log_prob(self.value_range.to_unit(x), out)
         return gaussian_log_prob(x, out, log_std)
 
     def _metrics(self, terms: dict) -> dict:
@@ -281,10 +282,10 @@ class VAE:
         if log_std is None:
             p = jax.nn.sigmoid(out)
             x01 = p if rng is None else jax.random.bernoulli(rng, p).astype(p.dtype)
-            return self.lo + (self.hi - self.lo) * x01
+            return self.value_range.from_unit(x01)
         x = out if rng is None else out + jnp.exp(log_std) * jax.random.normal(rng, out.shape)
         if self.info.kind == "image":
-            x = jnp.clip(x, self.lo, self.hi)
+            x = self.value_range.clip(x)
         return x
 
 

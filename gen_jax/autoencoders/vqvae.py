@@ -33,6 +33,7 @@ from gen_jax.nn import upsample_block
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
+from gen_jax.value_range import ValueRange
 
 CODEBOOK_MODES = ("loss", "ema")
 
@@ -154,8 +155,10 @@ class VectorQuantizer(nn.Module):
         return jnp.take(self.table(), idx, axis=0)
 
 
-class ResBlock(nn.Module):
-    """x + conv1x1(relu(conv3x3(relu(x)))), the VQ-VAE residual block."""
+class VQResBlock(nn.Module):
+    """x + conv1x1(relu(conv3x3(relu(x)))), the VQ-VAE residual block. Its instances
+    are named ``ResBlock_<i>``, their name before the class was renamed, so older
+    checkpoints restore."""
 
     features: int
 
@@ -178,8 +181,8 @@ class VQEncoder(nn.Module):
         h = nn.Conv(self.channels, (3, 3))(x)
         for _ in range(self.downsample):
             h = nn.Conv(self.channels, (4, 4), strides=(2, 2))(nn.relu(h))
-        for _ in range(self.num_res):
-            h = ResBlock(self.channels // 2)(h)
+        for i in range(self.num_res):
+            h = VQResBlock(self.channels // 2, name=f"ResBlock_{i}")(h)
         return nn.Conv(self.out_dim, (1, 1))(nn.relu(h))
 
 
@@ -195,8 +198,8 @@ class VQDecoder(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         h = nn.Conv(self.channels, (3, 3))(z)
-        for _ in range(self.num_res):
-            h = ResBlock(self.channels // 2)(h)
+        for i in range(self.num_res):
+            h = VQResBlock(self.channels // 2, name=f"ResBlock_{i}")(h)
         for _ in range(self.upsample):
             h = upsample_block(nn.relu(h), self.channels, self.mode)
         return nn.Conv(self.out_dim, (3, 3))(nn.relu(h))
@@ -260,7 +263,7 @@ class VQMethod:
             raise ConfigError(f"model.ema_decay must be in [0, 1), got {m.ema_decay}")
         self.ema = m.codebook == "ema"
         self.num_codes = int(m.num_codes)
-        self.lo, self.hi = (float(v) for v in config.data.value_range)
+        self.value_range = ValueRange.from_config(config.data, self.info)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
 
     # -- pieces shared with the prior -------------------------------------------------
@@ -277,7 +280,7 @@ class VQMethod:
     def decode_vars(self, variables: dict, codes: tuple[jax.Array, ...]) -> jax.Array:
         """Images (clipped to the value range) decoded from code maps."""
         x = self.net.apply(variables, tuple(codes), method=type(self.net).decode_codes)
-        return jnp.clip(x, self.lo, self.hi)
+        return self.value_range.clip(x)
 
     def code_shapes(self) -> tuple[tuple[int, int], ...]:
         """(h, w) of each code map for this dataset's image shape."""

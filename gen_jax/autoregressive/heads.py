@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax.errors import ConfigError
+from gen_jax.value_range import ValueRange
 
 HEADS = ("categorical", "logistic_mixture")
 # Lower bound of the logistic log-scale (PixelCNN++ uses -7): keeps the
@@ -48,16 +49,18 @@ class CategoricalHead:
 class LogisticMixtureHead:
     """Mixture of ``num_mixtures`` discretized logistics on ``num_levels`` levels.
 
-    The levels are placed at x_k = -1 + 2k / (L - 1) with bins of half-width
-    1 / (L - 1); the end bins extend to -inf and +inf, so the probabilities of
-    the L levels sum to one exactly. Parameters per subpixel: mixture logits,
-    means and log-scales (``num_params = 3 * num_mixtures``).
+    The levels are placed at x_k = -1 + 2k / (L - 1) (``grid``, a ValueRange
+    on [-1, 1]) with bins of half-width 1 / (L - 1); the end bins extend to -inf
+    and +inf, so the probabilities of the L levels sum to one exactly. Parameters
+    per subpixel: mixture logits, means and log-scales (``num_params = 3 *
+    num_mixtures``).
     """
 
     def __init__(self, num_levels: int, num_mixtures: int):
         if num_mixtures < 1:
             raise ConfigError(f"model.num_mixtures must be >= 1, got {num_mixtures}")
         self.num_levels = num_levels
+        self.grid = ValueRange(-1.0, 1.0, num_levels)
         self.num_mixtures = num_mixtures
         self.num_params = 3 * num_mixtures
 
@@ -75,8 +78,8 @@ class LogisticMixtureHead:
         which is exact algebra and needs no clipping.
         """
         logit_pi, mean, log_scale = self._split(params)
-        half = 1.0 / (self.num_levels - 1)
-        x = (-1.0 + 2.0 * levels.astype(params.dtype) * half)[..., None]
+        half = self.grid.level_spacing / 2.0
+        x = self.grid.from_levels(levels.astype(params.dtype))[..., None]
         inv_s = jnp.exp(-log_scale)
         a = (x + half - mean) * inv_s  # upper edge
         b = (x - half - mean) * inv_s  # lower edge
@@ -105,8 +108,7 @@ class LogisticMixtureHead:
         s = jnp.exp(jnp.take_along_axis(log_scale, comp[..., None], axis=-1)[..., 0])
         u = jax.random.uniform(r_u, mu.shape, minval=1e-6, maxval=1.0 - 1e-6)
         x = mu + s * (jnp.log(u) - jnp.log1p(-u))
-        k = jnp.round((x + 1.0) * 0.5 * (self.num_levels - 1))
-        return jnp.clip(k, 0, self.num_levels - 1).astype(jnp.int32)
+        return self.grid.levels(x).astype(jnp.int32)
 
 
 def make_head(name: str, num_levels: int, num_mixtures: int = 5):

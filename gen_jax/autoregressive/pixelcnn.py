@@ -29,6 +29,7 @@ from gen_jax.likelihood import bits_per_dim
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
+from gen_jax.value_range import ValueRange
 
 
 def autoregressive_sample(params_fn: Callable[[jax.Array], jax.Array], head: Any,
@@ -89,8 +90,9 @@ class PixelCNN:
         if d.dequantize != "none":
             raise ConfigError(f"{config.method} is a discrete model: set data.dequantize='none' "
                               f"(got {d.dequantize!r}); its log_prob is then exact")
-        self.num_levels = 2 if d.binarize != "none" else self.info.num_levels
-        self.lo, self.hi = (float(v) for v in d.value_range)
+        self.value_range = ValueRange.from_config(d, self.info)  # 2 levels when binarized
+        self.num_levels = self.value_range.num_levels
+        self.net_grid = ValueRange(-1.0, 1.0, self.num_levels)  # the levels as the network sees them
         self.head = make_head(m.head, self.num_levels, m.num_mixtures)
         self.num_classes = 0
         if m.conditional:
@@ -103,17 +105,16 @@ class PixelCNN:
     # -- discrete levels <-> network inputs ------------------------------------
 
     def to_levels(self, x: jax.Array) -> jax.Array:
-        """Scaled images -> integer levels 0..L-1."""
-        k = jnp.round((x - self.lo) / (self.hi - self.lo) * (self.num_levels - 1))
-        return jnp.clip(k, 0, self.num_levels - 1).astype(jnp.int32)
+        """Scaled images -> integer levels 0..L-1 (the nearest)."""
+        return self.value_range.levels(x).astype(jnp.int32)
 
     def from_levels(self, k: jax.Array) -> jax.Array:
-        """Integer levels -> images in the data's value range."""
-        return self.lo + (self.hi - self.lo) * k.astype(jnp.float32) / (self.num_levels - 1)
+        """Integer levels -> images in the data's value range, as the data pipeline scales them."""
+        return self.value_range.from_levels(k)
 
     def net_input(self, k: jax.Array) -> jax.Array:
         """Levels centred to [-1, 1], the network's input."""
-        return 2.0 * k.astype(jnp.float32) / (self.num_levels - 1) - 1.0
+        return self.net_grid.from_levels(k)
 
     def _labels(self, batch_or_labels: Any, n: int) -> jax.Array | None:
         if not self.num_classes:

@@ -15,6 +15,7 @@ import numpy as np
 from gen_jax.data.sources import DataInfo
 from gen_jax.errors import ConfigError, DataError
 from gen_jax.likelihood import bits_per_dim, discrete_log_prob_offset  # noqa: F401 - re-exported
+from gen_jax.value_range import ValueRange
 
 
 def check_data_config(info: DataInfo, data: ml_collections.ConfigDict) -> None:
@@ -47,13 +48,16 @@ def preprocess(x_raw: np.ndarray, info: DataInfo, data: ml_collections.ConfigDic
     needs_rng = data.dequantize == "uniform" or data.binarize == "stochastic"
     if needs_rng and rng is None:
         raise ValueError("random preprocessing needs an rng")
-    if data.binarize == "threshold":
-        x01 = (x / (levels - 1) > 0.5).astype(np.float32)
-    elif data.binarize == "stochastic":
-        x01 = (rng.random(x.shape, dtype=np.float32) < x / (levels - 1)).astype(np.float32)
-    elif data.dequantize == "uniform":
-        x01 = (x + rng.random(x.shape, dtype=np.float32)) / levels
-    else:
-        x01 = x / (levels - 1)
+    # The conventions of gen_jax.value_range: levels lo + (hi - lo) k / (L - 1), or
+    # dequantized lo + (hi - lo)(k + u) / L; binarized data are 2 levels, lo and hi.
     lo, hi = data.value_range
-    return (lo + (hi - lo) * x01).astype(np.float32)
+    vr = ValueRange(lo, hi, levels)
+    if data.binarize == "threshold":
+        bits = (vr.level_to_unit(x) > 0.5).astype(np.float32)
+    elif data.binarize == "stochastic":
+        bits = (rng.random(x.shape, dtype=np.float32) < vr.level_to_unit(x)).astype(np.float32)
+    elif data.dequantize == "uniform":
+        return vr.dequantized(x, rng.random(x.shape, dtype=np.float32)).astype(np.float32)
+    else:
+        return vr.from_levels(x).astype(np.float32)
+    return ValueRange(lo, hi, 2).from_levels(bits).astype(np.float32)

@@ -4,7 +4,7 @@ Importing this package registers the Methods "ddpm" (ddpm.py; improved DDPM and
 classifier-free guidance are options of it) and "score_sde" (sde.py).
 
 Public: :func:`schedules.get_schedule`, :func:`samplers.sample`, the process
-functions in :mod:`process`, the losses in :mod:`losses`, :class:`unet.UNet`,
+functions in :mod:`process`, the losses in :mod:`losses`, :class:`unet.DDPMUNet`,
 and the SDEs, samplers and likelihood of :mod:`sde`.
 """
 

@@ -27,11 +27,12 @@ import ml_collections
 from gen_jax.data import DataInfo, bits_per_dim
 from gen_jax.diffusion import losses, process, samplers
 from gen_jax.diffusion.schedules import get_schedule
-from gen_jax.diffusion.unet import MLPDenoiser, UNet
+from gen_jax.diffusion.unet import DDPMUNet, MLPDenoiser
 from gen_jax.errors import ConfigError
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
+from gen_jax.value_range import ValueRange
 
 LOSSES = ("simple", "hybrid", "vlb")
 TIMESTEP_SAMPLERS = ("uniform", "importance")
@@ -57,10 +58,10 @@ def build_network(config: ml_collections.ConfigDict, info: Any, out_mult: int = 
     if m.arch == "unet":
         if info.kind != "image":
             raise ConfigError(f"model.arch='unet' needs image data; {info.name!r} is vector data")
-        return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-                    attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-                    out_ch=out_mult * info.shape[-1], num_classes=ncls, groups=m.groups,
-                    time_scale=time_scale, dtype=_dtype(m.get("dtype", "float32")))
+        return DDPMUNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                        attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+                        out_ch=out_mult * info.shape[-1], num_classes=ncls, groups=m.groups,
+                        time_scale=time_scale, dtype=_dtype(m.get("dtype", "float32")))
     return MLPDenoiser(hidden=m.hidden, depth=m.depth, out_dim=out_mult * info.dim,
                        num_classes=ncls, dropout=m.dropout, time_scale=time_scale)
 
@@ -86,13 +87,13 @@ class DDPM:
         if self.num_classes and self.info.num_classes and self.num_classes < self.info.num_classes:
             raise ConfigError(f"model.num_classes={self.num_classes} < the data's "
                               f"{self.info.num_classes} classes")
-        self.lo, self.hi = (float(v) for v in d.value_range)
+        self.value_range = ValueRange.from_config(d, self.info)
         if self.info.kind == "image":
             if d.dequantize != "none":
                 raise ConfigError("the ddpm Method models the discrete pixels with a discretized "
                                   "decoder: set data.dequantize='none'")
-            levels = 2 if d.binarize != "none" else self.info.num_levels
-            self.decoder = losses.make_decoder("discrete", (self.lo, self.hi), levels)
+            self.decoder = losses.make_decoder("discrete", (self.value_range.lo, self.value_range.hi),
+                                               self.value_range.num_levels)
         else:
             self.decoder = losses.make_decoder("continuous")
         self.learned = m.variance == "learned"
@@ -100,7 +101,7 @@ class DDPM:
         self.tx = make_optimizer(config.optim, config.train.num_steps)
         # The configured sampler, checked now (its name, steps against T, typed options)
         # rather than after training.
-        _check(config.sampler.method, samplers.METHODS, "sampler.method")
+        _check(config.sampler.method, tuple(samplers.SAMPLERS), "sampler.method")  # registered by now
         samplers.check_options(config.sampler.method, config.sampler.num_steps or None,
                                self.sched.num_timesteps, **self._sampler_options(config.sampler.method))
 
@@ -237,7 +238,7 @@ class DDPM:
             raise ConfigError("labels and guidance need a class-conditional model (model.num_classes > 0)")
         x = samplers.sample(self.eps_fn(state.eval_params, labels, w), self.sched,
                             (num, *self.info.shape), rng, method, num_steps, **opts)
-        return jnp.clip(x, self.lo, self.hi) if self.info.kind == "image" else x
+        return self.value_range.clip(x) if self.info.kind == "image" else x
 
     def _sampler_options(self, method: str) -> dict:
         """The options ``config.sampler`` (and the model's variance) give sampler ``method``:
@@ -248,7 +249,7 @@ class DDPM:
         takes = samplers.get_sampler(method).options
         opts = {k: v for k, v in given.items() if k in takes}
         if s.clip_x0 and self.info.kind == "image":
-            opts["clip_x0"] = (self.lo, self.hi)
+            opts["clip_x0"] = (self.value_range.lo, self.value_range.hi)
         return opts
 
     # -- optional extras -----------------------------------------------------

@@ -19,6 +19,7 @@ from gen_jax.data import bits_per_dim
 from gen_jax.diffusion import process
 from gen_jax.diffusion.schedules import Schedule
 from gen_jax.likelihood import gaussian_log_prob_elementwise
+from gen_jax.value_range import ValueRange
 
 
 def normal_kl(mean1: jax.Array, logvar1: jax.Array, mean2: jax.Array, logvar2: jax.Array) -> jax.Array:
@@ -35,8 +36,8 @@ def discretized_gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_scale
     Args:
       x: data on the bin centres, in [lo, hi].
       mean, log_scale: the decoder Gaussian.
-      half_width: half the bin width ((hi - lo) / (2 (L - 1)) for L levels: 1/16 for
-        17-level digits in (-1, 1), 1/255 for 8-bit data).
+      half_width: half the bin width (ValueRange.level_spacing / 2 = (hi - lo) / (2 (L - 1))
+        for L levels: 1/16 for 17-level digits in (-1, 1), 1/255 for 8-bit data).
       lo, hi: the data's value range (the edge bins).
 
     Returns:
@@ -99,9 +100,10 @@ def make_decoder(kind: str, value_range: tuple[float, float] = (-1.0, 1.0),
     or "continuous" (a Gaussian density, for real-valued data)."""
     if kind == "continuous":
         return gaussian_log_likelihood
-    lo, hi = value_range
-    half = (hi - lo) / (2.0 * (num_levels - 1))
-    return lambda x, mean, logvar: discretized_gaussian_log_likelihood(x, mean, 0.5 * logvar, half, lo, hi)
+    vr = ValueRange(*value_range, num_levels)
+    half = vr.level_spacing / 2.0
+    return lambda x, mean, logvar: discretized_gaussian_log_likelihood(x, mean, 0.5 * logvar, half,
+                                                                       vr.lo, vr.hi)
 
 
 def full_vlb(sched: Schedule, model_fn: Callable, x0: jax.Array, rng: jax.Array, variance: str,

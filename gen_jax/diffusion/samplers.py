@@ -454,5 +454,3 @@ def sample(eps_fn: EpsFn, schedule: Schedule, shape: tuple[int, ...], key: jax.A
     clip = None if clip is None else (float(clip[0]), float(clip[1]))
     return spec.fn(eps_fn, schedule, x, k_steps, num_steps, clip_x0=clip, **opts)
 
-
-METHODS = tuple(SAMPLERS)  # the registered discrete-time samplers, in registration order

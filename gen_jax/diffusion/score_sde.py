@@ -31,6 +31,7 @@ from gen_jax.errors import ConfigError
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
+from gen_jax.value_range import ValueRange
 
 
 class ScoreSDE:
@@ -58,8 +59,7 @@ class ScoreSDE:
                               "data.dequantize='uniform' (so log_prob bounds the discrete likelihood)")
         self.net = build_network(config, self.info, 1, time_scale=999.0)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
-        if self.info.kind == "image":
-            self.lo, self.hi = (float(v) for v in config.data.value_range)
+        self.value_range = ValueRange.from_config(config.data, self.info)
 
     def eps_net(self, params: Any, x: jax.Array, t: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """ε̂(x_t, t) for t float of shape (batch,)."""
@@ -126,7 +126,7 @@ class ScoreSDE:
             predictor, corrector = sde_lib.SAMPLERS[method]
             x = sde_lib.pc_sample(score, self.sde, shape, rng, n, predictor, corrector, s.snr,
                                   s.corrector_steps)
-        return jnp.clip(x, self.lo, self.hi) if self.info.kind == "image" else x
+        return self.value_range.clip(x) if self.info.kind == "image" else x
 
     def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array, *,
                  num_samples: int = 1) -> jax.Array:

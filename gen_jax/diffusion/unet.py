@@ -1,4 +1,5 @@
-"""Noise-prediction networks: the DDPM UNet for images and a time-conditioned MLP for vectors.
+"""Noise-prediction networks: the DDPM UNet (:class:`DDPMUNet`) for images and a
+time-conditioned MLP (:class:`MLPDenoiser`) for vectors.
 
 The UNet follows Ho et al. (2020, App. B), itself after PixelCNN++ / Wide ResNets:
 pre-activation residual blocks (GroupNorm, SiLU, 3x3 conv) with the time
@@ -36,8 +37,9 @@ def _groups(channels: int, groups: int) -> int:
     return g
 
 
-class ResBlock(nn.Module):
-    """GN-SiLU-conv, + Dense(temb), GN-SiLU-dropout-conv (zero-init), + skip (1x1 where widths differ)."""
+class TimeResBlock(nn.Module):
+    """The DDPM UNet's time-conditioned residual block: GN-SiLU-conv, + Dense(temb),
+    GN-SiLU-dropout-conv (zero-init), + skip (1x1 where widths differ)."""
 
     out_ch: int
     dropout: float
@@ -76,8 +78,11 @@ class AttnBlock(nn.Module):
         return x + h.reshape(b, hgt, wid, c)
 
 
-class UNet(nn.Module):
+class DDPMUNet(nn.Module):
     """The DDPM UNet. ``__call__(x, t, y=None, train=False)`` -> (B, H, W, out_ch).
+
+    Its residual blocks keep the parameter names ``ResBlock_<i>`` they had before the
+    class was renamed :class:`TimeResBlock`, so older checkpoints restore.
 
     Attributes:
       ch: base width.
@@ -110,6 +115,13 @@ class UNet(nn.Module):
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None,
                  train: bool = False) -> jax.Array:
         dt = self.dtype
+        num_blocks = 0
+
+        def res_block(out_ch: int) -> TimeResBlock:
+            nonlocal num_blocks
+            num_blocks += 1
+            return TimeResBlock(out_ch, self.dropout, self.groups, dt, name=f"ResBlock_{num_blocks - 1}")
+
         temb = timestep_embedding(t * self.time_scale, self.ch)
         temb = nn.Dense(4 * self.ch)(temb)
         temb = nn.Dense(4 * self.ch)(nn.silu(temb))
@@ -122,20 +134,19 @@ class UNet(nn.Module):
         levels = len(self.ch_mult)
         for i, mult in enumerate(self.ch_mult):
             for _ in range(self.num_res_blocks):
-                h = ResBlock(self.ch * mult, self.dropout, self.groups, dt)(h, temb, train)
+                h = res_block(self.ch * mult)(h, temb, train)
                 if h.shape[1] in self.attn_resolutions:
                     h = AttnBlock(self.groups, dt)(h)
                 hs.append(h)
             if i != levels - 1:
                 h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), dtype=dt)(h)
                 hs.append(h)
-        h = ResBlock(h.shape[-1], self.dropout, self.groups, dt)(h, temb, train)
+        h = res_block(h.shape[-1])(h, temb, train)
         h = AttnBlock(self.groups, dt)(h)
-        h = ResBlock(h.shape[-1], self.dropout, self.groups, dt)(h, temb, train)
+        h = res_block(h.shape[-1])(h, temb, train)
         for i, mult in reversed(list(enumerate(self.ch_mult))):
             for _ in range(self.num_res_blocks + 1):
-                h = ResBlock(self.ch * mult, self.dropout, self.groups, dt)(
-                    jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+                h = res_block(self.ch * mult)(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
                 if h.shape[1] in self.attn_resolutions:
                     h = AttnBlock(self.groups, dt)(h)
             if i != 0:

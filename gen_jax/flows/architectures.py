@@ -45,6 +45,7 @@ from gen_jax.flows.couplings import (
     MLPTrunk,
 )
 from gen_jax.likelihood import standard_normal_log_prob  # noqa: F401 - re-exported
+from gen_jax.value_range import ValueRange
 
 Array = jax.Array
 ARCHS = ("nice", "realnvp", "glow", "flowpp")
@@ -52,16 +53,17 @@ ARCHS = ("nice", "realnvp", "glow", "flowpp")
 MODEL_KEYS = {
     "nice": ("num_couplings", "hidden", "num_layers"),
     "realnvp": ("num_scales", "num_couplings", "hidden", "num_layers", "num_blocks", "logit_alpha"),
-    "glow": ("num_levels", "num_steps", "hidden", "num_layers", "num_blocks", "coupling",
+    "glow": ("num_levels", "steps_per_level", "hidden", "num_layers", "num_blocks", "coupling",
              "learn_top", "split_prior"),
-    "flowpp": ("num_steps", "hidden", "num_layers", "num_blocks", "num_heads", "num_components",
+    "flowpp": ("steps_per_level", "hidden", "num_layers", "num_blocks", "num_heads", "num_components",
                "logit_alpha", "dequantize", "dequant_steps"),
 }
 
 
-def _to_unit(lo: float, hi: float) -> Rescale:
-    """The data's value range [lo, hi] -> [0, 1]."""
-    return Rescale(1.0 / (hi - lo), -lo / (hi - lo))
+def _to_unit(value_range: tuple[float, float], shift: float = 0.0) -> Rescale:
+    """The data's value range [lo, hi] -> [0, 1] (+ ``shift``)."""
+    scale, offset = ValueRange(*value_range).unit_affine()
+    return Rescale(scale, offset + shift) if shift else Rescale(scale, offset)
 
 
 def _mlp(m: ml_collections.ConfigDict) -> MLPTrunk:
@@ -81,7 +83,7 @@ def build_nice(m: ml_collections.ConfigDict, shape: tuple[int, ...], value_range
     dim = math.prod(shape)
     layers = []
     if len(shape) == 3:
-        layers += [_to_unit(*value_range), Reshape(tuple(shape), (dim,))]
+        layers += [_to_unit(value_range), Reshape(tuple(shape), (dim,))]
     for i in range(m.num_couplings):
         layers.append(AdditiveCoupling(_mlp(m), "channel", i % 2))
     # The diagonal scaling layer, with a bias and a data-dependent init (our addition).
@@ -109,7 +111,7 @@ def build_realnvp(m: ml_collections.ConfigDict, shape: tuple[int, ...], value_ra
         layers += [Split(scale(level + 1)), Squeeze(undo=True)]
         return Chain(layers)
 
-    return Chain([_to_unit(*value_range), Logit(m.logit_alpha), scale(0)])
+    return Chain([_to_unit(value_range), Logit(m.logit_alpha), scale(0)])
 
 
 def _glow_step(m: ml_collections.ConfigDict, image: bool, parity: int) -> list:
@@ -125,25 +127,25 @@ def _glow_step(m: ml_collections.ConfigDict, image: bool, parity: int) -> list:
 
 
 def build_glow(m: ml_collections.ConfigDict, shape: tuple[int, ...], value_range) -> Chain:
-    """Glow (Kingma & Dhariwal, 2018): ``num_levels`` levels of squeeze, ``num_steps``
-    steps, split with a learned prior (``split_prior``); a learned top prior
-    (``learn_top``). Works on [-0.5, 0.5]. Vectors: ``num_steps`` steps."""
+    """Glow (Kingma & Dhariwal, 2018): ``num_levels`` levels (multi-scale levels, the
+    paper's L; not the data's pixel levels), each a squeeze, ``steps_per_level`` steps and a
+    split with a learned prior (``split_prior``); a learned top prior
+    (``learn_top``). Works on [-0.5, 0.5]. Vectors: ``steps_per_level`` steps."""
     image = len(shape) == 3
     if not image:
-        layers = [x for i in range(m.num_steps) for x in _glow_step(m, False, i % 2)]
+        layers = [x for i in range(m.steps_per_level) for x in _glow_step(m, False, i % 2)]
         return Chain(layers + ([ElementwiseAffine()] if m.learn_top else []))
     _check_levels(shape, m.num_levels, "model.num_levels")
 
     def level(i: int) -> Chain:
-        layers = [Squeeze()] + [x for k in range(m.num_steps) for x in _glow_step(m, True, k % 2)]
+        layers = [Squeeze()] + [x for k in range(m.steps_per_level) for x in _glow_step(m, True, k % 2)]
         if i < m.num_levels - 1:
             layers.append(Split(level(i + 1), learned_prior=m.split_prior))
         elif m.learn_top:
             layers.append(ElementwiseAffine())
         return Chain(layers + [Squeeze(undo=True)])
 
-    lo, hi = value_range
-    return Chain([Rescale(1.0 / (hi - lo), -lo / (hi - lo) - 0.5), level(0)])
+    return Chain([_to_unit(value_range, shift=-0.5), level(0)])
 
 
 def _flowpp_coupling(m, image: bool, mask: str, parity: int, heads: int) -> MixLogisticCoupling:
@@ -152,19 +154,19 @@ def _flowpp_coupling(m, image: bool, mask: str, parity: int, heads: int) -> MixL
 
 
 def build_flowpp(m: ml_collections.ConfigDict, shape: tuple[int, ...], value_range) -> Chain:
-    """Flow++ (Ho et al., 2019, sec. 3): logit preprocessing, then ``num_steps``
+    """Flow++ (Ho et al., 2019, sec. 3): logit preprocessing, then ``steps_per_level``
     steps of (actnorm, 1x1 conv, logistic-mixture CDF coupling) with checkerboard
-    masks, squeeze, ``num_steps`` steps with channel masks, unsqueeze. Vectors:
-    ``num_steps`` steps with channel masks and MLP conditioners."""
+    masks, squeeze, ``steps_per_level`` steps with channel masks, unsqueeze. Vectors:
+    ``steps_per_level`` steps with channel masks and MLP conditioners."""
     if len(shape) == 1:
-        return Chain([x for i in range(m.num_steps)
+        return Chain([x for i in range(m.steps_per_level)
                       for x in (ActNorm(), InvConv1x1(), _flowpp_coupling(m, False, "channel", i % 2, 0))])
     _check_levels(shape, 1, "Flow++'s one squeeze")
-    layers = [_to_unit(*value_range), Logit(m.logit_alpha)]
-    for i in range(m.num_steps):
+    layers = [_to_unit(value_range), Logit(m.logit_alpha)]
+    for i in range(m.steps_per_level):
         layers += [ActNorm(), InvConv1x1(), _flowpp_coupling(m, True, "checkerboard", i % 2, m.num_heads)]
     layers.append(Squeeze())
-    for i in range(m.num_steps):
+    for i in range(m.steps_per_level):
         layers += [ActNorm(), InvConv1x1(), _flowpp_coupling(m, True, "channel", i % 2, m.num_heads)]
     return Chain(layers + [Squeeze(undo=True)])
 

@@ -34,9 +34,11 @@ from gen_jax.flows.architectures import (
     check_model_config,
     num_params,
 )
+from gen_jax.likelihood import dequantization_offset
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
+from gen_jax.value_range import ValueRange
 
 Array = jax.Array
 
@@ -67,8 +69,7 @@ def discrete_offset(info, data: ml_collections.ConfigDict, variational: bool) ->
         if data.dequantize != "none":
             raise ConfigError("model.dequantize='variational' dequantizes inside the model: set "
                               "data.dequantize='none' so the model sees the discrete levels")
-        lo, hi = data.value_range
-        return info.dim * math.log((hi - lo) / info.num_levels)
+        return dequantization_offset(info, data)
     offset = discrete_log_prob_offset(info, data)
     if offset is None:
         raise ConfigError("a flow on images needs data.dequantize='uniform' (or, for flowpp, "
@@ -97,13 +98,13 @@ class Flow:
             raise ConfigError(f"model.dequantize must be 'uniform' or 'variational', got {dq!r}")
         self.variational = dq == "variational"
         self.offset = discrete_offset(self.info, config.data, self.variational)
-        self.lo, self.hi = (float(v) for v in config.data.value_range)
+        self.value_range = ValueRange.from_config(config.data, self.info)
         shape = tuple(self.info.shape)
         heads = m.get("num_heads", 0) if arch == "flowpp" and len(shape) == 3 else 0
         if heads and m.hidden % heads:
             raise ConfigError(f"model.hidden={m.hidden} must be divisible by model.num_heads={heads} "
                               "(the attention splits the channels into heads)")
-        flow = BUILDERS[arch](m, shape, (self.lo, self.hi))
+        flow = BUILDERS[arch](m, shape, (self.value_range.lo, self.value_range.hi))
         deq = (VariationalDequantizer(m.hidden, m.num_blocks, m.dequant_steps, m.num_components)
                if self.variational else None)
         self.model = FlowModel(flow, deq)
@@ -112,11 +113,6 @@ class Flow:
 
     # -- likelihood --------------------------------------------------------
 
-    def _levels(self, x: Array) -> Array:
-        """The discrete levels k (as floats) of plain, non-dequantized images."""
-        k = jnp.round((x - self.lo) / (self.hi - self.lo) * (self.info.num_levels - 1))
-        return jnp.clip(k, 0, self.info.num_levels - 1)
-
     def _log_density_fn(self, x: Array, eps: Array | None):
         """fn(module) -> the per-example log-density term (nats) of ``x``: log p(y) for
         given data, log p(y) - log q(u|k) with u from noise ``eps`` when variational."""
@@ -124,9 +120,9 @@ class Flow:
         def fn(mod):
             if not self.variational:
                 return mod.log_density(x)[0]
-            k = self._levels(x)
-            u, log_q = mod.dequantize(eps, k / (self.info.num_levels - 1))
-            y = self.lo + (self.hi - self.lo) * (k + u) / self.info.num_levels
+            k = self.value_range.levels(x)
+            u, log_q = mod.dequantize(eps, self.value_range.level_to_unit(k))
+            y = self.value_range.dequantized(k, u)
             return mod.log_density(y)[0] - log_q
 
         return fn
@@ -208,7 +204,7 @@ class Flow:
         """x -> z (the latent has the data's shape; NICE: flat). Variationally
         dequantized models encode the centre of each pixel's bin."""
         if self.variational:
-            x = self.lo + (self.hi - self.lo) * (self._levels(x) + 0.5) / self.info.num_levels
+            x = self.value_range.dequantized(self.value_range.levels(x), 0.5)
         return self.model.apply(self._variables(state.eval_params, state.model_state), x)[0]
 
     def decode(self, state: TrainState, z: Array) -> Array:
@@ -216,11 +212,9 @@ class Flow:
         y = self.model.apply(self._variables(state.eval_params, state.model_state), z, reverse=True)[0]
         if self.info.kind != "image":
             return y
-        y = jnp.clip(y, self.lo, self.hi)
-        if self.variational:
-            levels = self.info.num_levels
-            k = jnp.clip(jnp.floor((y - self.lo) / (self.hi - self.lo) * levels), 0, levels - 1)
-            y = self.lo + (self.hi - self.lo) * k / (levels - 1)
+        y = self.value_range.clip(y)
+        if self.variational:  # back from the model's dequantized bins to the data's levels
+            y = self.value_range.from_levels(self.value_range.dequantized_levels(y))
         return y
 
     def interpolate(self, state: TrainState, x_a: Array, x_b: Array, num: int = 8) -> Array:

@@ -42,7 +42,7 @@ from gen_jax.gans.gan import (
     tile_to,
 )
 from gen_jax.gans.losses import get_losses
-from gen_jax.gans.networks import PatchGAN, UNet
+from gen_jax.gans.networks import PatchGAN, UNetGenerator
 from gen_jax.gans.tasks import DOMAIN_TASKS, unpaired_domains
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
@@ -77,7 +77,8 @@ class CycleGAN:
             raise ConfigError("CycleGAN supports minimax, nonsaturating, lsgan and hinge objectives")
         self.vr = tuple(config.data.value_range)
         self.d_loss_fn, self.g_loss_fn = get_losses(g.objective, g.label_smoothing, tuple(g.lsgan_abc))
-        self.g_net = UNet(tuple(m.g_channels), self.info.shape[-1], m.upsample, m.g_norm, 0.0, self.vr)
+        self.g_net = UNetGenerator(tuple(m.g_channels), self.info.shape[-1], m.upsample, m.g_norm, 0.0,
+                                   self.vr)
         self.d_net = PatchGAN(tuple(m.d_channels), m.d_norm, m.spectral_norm)
         self.g_tx = make_optimizer(config.optim, config.train.num_steps)
         self.d_tx = d_optimizer(config, config.train.num_steps)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from gen_jax.errors import ConfigError
 from gen_jax.nn import get_activation, upsample_block
 from gen_jax.nn.spectral_norm import SNConv, SNDense
+from gen_jax.value_range import ValueRange
 
 NORMS = ("batch", "instance", "layer", "none")
 
@@ -49,8 +50,7 @@ def to_range(h: jax.Array, value_range: tuple[float, float] | None) -> jax.Array
     """tanh output mapped onto ``value_range``; identity when it is None (vector data)."""
     if value_range is None:
         return h
-    lo, hi = value_range
-    return lo + (hi - lo) * 0.5 * (jnp.tanh(h) + 1.0)
+    return ValueRange(*value_range).from_tanh(h)
 
 
 def _with_label(z: jax.Array, y: jax.Array | None, num_classes: int) -> jax.Array:
@@ -172,7 +172,7 @@ class DCGANDiscriminator(nn.Module):
         return _project(out, feats, y, self.num_classes, self.projection)
 
 
-class UNet(nn.Module):
+class UNetGenerator(nn.Module):
     """pix2pix U-Net generator (Isola et al., 2017): stride-2 4x4 conv encoder, upsampling
     decoder with skip connections to the mirrored encoder layers, dropout as the noise
     source in the decoder, tanh output. 2**len(channels) must divide the image size.

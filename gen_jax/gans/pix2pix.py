@@ -37,10 +37,11 @@ from gen_jax.gans.gan import (
     tile_to,
 )
 from gen_jax.gans.losses import get_losses
-from gen_jax.gans.networks import PatchGAN, UNet
+from gen_jax.gans.networks import PatchGAN, UNetGenerator
 from gen_jax.gans.tasks import PAIRED_TASKS, paired_input
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
+from gen_jax.value_range import ValueRange
 
 
 class Pix2Pix:
@@ -58,7 +59,8 @@ class Pix2Pix:
         self.d_loss_fn, self.g_loss_fn = get_losses(g.objective, g.label_smoothing, tuple(g.lsgan_abc))
         if g.objective in ("wgan", "wgan_gp"):
             raise ConfigError("pix2pix supports minimax, nonsaturating, lsgan and hinge objectives")
-        self.g_net = UNet(tuple(m.g_channels), self.info.shape[-1], m.upsample, m.g_norm, m.dropout, self.vr)
+        self.g_net = UNetGenerator(tuple(m.g_channels), self.info.shape[-1], m.upsample, m.g_norm, m.dropout,
+                                   self.vr)
         self.d_net = PatchGAN(tuple(m.d_channels), m.d_norm, m.spectral_norm)
         self.g_tx = make_optimizer(config.optim, config.train.num_steps)
         self.d_tx = d_optimizer(config, config.train.num_steps)
@@ -121,8 +123,7 @@ class Pix2Pix:
         out = self._g(state.g, state.g.eval_params, inp, rng)
         real_out, _ = apply_d(self.d_net, state.d.params, state.d.model_state, target, inp)
         fake_out, _ = apply_d(self.d_net, state.d.params, state.d.model_state, out, inp)
-        lo, hi = self.vr
-        mse01 = jnp.mean(((out - target) / (hi - lo)) ** 2)
+        mse01 = jnp.mean(((out - target) / ValueRange(*self.vr).width) ** 2)
         l1 = jnp.mean(jnp.abs(out - target))
         d_loss = 0.5 * self.d_loss_fn(real_out, fake_out)
         g_adv = self.g_loss_fn(fake_out)

@@ -17,19 +17,10 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax.errors import ConfigError
+from gen_jax.value_range import ValueRange
 
 PAIRED_TASKS = ("edges", "lowres")
 DOMAIN_TASKS = ("invert", "thicken", "labels")
-
-
-def _to01(x: jax.Array, value_range) -> jax.Array:
-    lo, hi = value_range
-    return (x - lo) / (hi - lo)
-
-
-def _from01(x01: jax.Array, value_range) -> jax.Array:
-    lo, hi = value_range
-    return lo + (hi - lo) * x01
 
 
 def sobel_edges(x01: jax.Array) -> jax.Array:
@@ -67,7 +58,8 @@ def paired_input(x: jax.Array, task: str, value_range, factor: int = 2) -> jax.A
       (N, H, W, C) inputs in ``value_range``.
     """
     if task == "edges":
-        return _from01(sobel_edges(_to01(x, value_range)), value_range)
+        vr = ValueRange(*value_range)
+        return vr.from_unit(sobel_edges(vr.to_unit(x)))
     if task == "lowres":
         return lowres(x, factor)
     raise ConfigError(f"unknown paired task {task!r}; known: {', '.join(PAIRED_TASKS)}")
@@ -76,18 +68,19 @@ def paired_input(x: jax.Array, task: str, value_range, factor: int = 2) -> jax.A
 def content_half(x: jax.Array, value_range, num_levels: int) -> jax.Array:
     """0 or 1 per image: the parity of the sum of its pixel levels (a fixed hash, so
     the two halves of a dataset are disjoint and stable across epochs)."""
-    levels = jnp.round(_to01(x, value_range) * (num_levels - 1)).astype(jnp.int32)
+    levels = ValueRange(*value_range, num_levels).levels(x).astype(jnp.int32)
     return jnp.sum(levels.reshape(x.shape[0], -1), -1) % 2
 
 
 def domain_b(x: jax.Array, task: str, value_range) -> jax.Array:
     """Domain B's look of images ``x``: "invert" (1 - x) or "thicken" (3x3 max filter)."""
-    x01 = _to01(x, value_range)
+    vr = ValueRange(*value_range)
+    x01 = vr.to_unit(x)
     if task == "invert":
-        return _from01(1.0 - x01, value_range)
+        return vr.from_unit(1.0 - x01)
     if task == "thicken":
         thick = jax.lax.reduce_window(x01, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
-        return _from01(thick, value_range)
+        return vr.from_unit(thick)
     raise ConfigError(f"unknown domain transform {task!r}; known: invert, thicken")
 
 

@@ -15,6 +15,8 @@ from conftest import CONFIGS
 from gen_jax import load_config, registry
 from gen_jax.autoencoders.vqvae import (
     VectorQuantizer,
+    VQDecoder,
+    VQEncoder,
     code_perplexity,
     ema_codebook_update,
     restart_dead_codes,
@@ -46,6 +48,14 @@ def test_quantizer_rows_nearest_code_and_straight_through():
     # ... and no gradient reaches the codebook through the straight-through output.
     gp = jax.grad(lambda p: jnp.sum(w * vq.apply(p, z)[0]))(params)
     assert not np.asarray(gp["params"]["codebook"]).any()
+
+
+def test_residual_blocks_keep_their_checkpoint_names():
+    """VQResBlock instances are named ResBlock_<i>, as before the class was renamed."""
+    for net, x in ((VQEncoder(8, 2, 4, 1), jnp.zeros((1, 8, 8, 1))),
+                   (VQDecoder(8, 2, 1, 1), jnp.zeros((1, 4, 4, 4)))):
+        shapes = jax.eval_shape(lambda net=net, x=x: net.init(jax.random.key(0), x))
+        assert {"ResBlock_0", "ResBlock_1"} <= set(shapes["params"])
 
 
 def test_ema_update_restart_and_perplexity_by_hand():

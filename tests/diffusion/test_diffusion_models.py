@@ -28,8 +28,12 @@ def test_cifar10_config_builds_the_35_7m_parameter_unet():
                                              jnp.zeros((1,), jnp.int32)))
     n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes))
     assert n == 35_746_307  # Ho et al. (2020): 35.7M
-    assert any("AttnBlock" in "/".join(map(str, k)) for k, _ in
-               jax.tree_util.tree_flatten_with_path(shapes)[0])
+    paths = {"/".join(map(str, k)) for k, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+    assert any("AttnBlock" in p for p in paths)
+    # The residual blocks keep their checkpoint names from before the TimeResBlock rename:
+    # 4 levels x 2 down + 2 middle + 4 levels x 3 up = 22 blocks, ResBlock_0..ResBlock_21.
+    blocks = {p.split("/")[1] for p in paths if "ResBlock" in p}
+    assert blocks == {f"['ResBlock_{i}']" for i in range(22)}
 
 
 def test_classifier_free_guidance_and_conditioning():

@@ -42,7 +42,7 @@ IMG, VEC = (4, 4, 2), (4,)
 def _model_cfg(**kw) -> ml_collections.ConfigDict:
     # Tiny conditioners: the checks are about the bijections, and XLA's compile
     # time grows with every conv in the graph.
-    base = dict(num_couplings=2, num_steps=1, hidden=4, num_layers=1, num_blocks=0, num_scales=2,
+    base = dict(num_couplings=2, steps_per_level=1, hidden=4, num_layers=1, num_blocks=0, num_scales=2,
                 num_levels=2, logit_alpha=0.05, coupling="affine", learn_top=True, split_prior=True,
                 num_heads=1, num_components=2)
     return ml_collections.ConfigDict({**base, **kw})

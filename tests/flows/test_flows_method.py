@@ -76,7 +76,7 @@ def test_uniform_model_on_8bit_data_is_exactly_8_bits_per_dim(value_range):
 @pytest.fixture(scope="module")
 def flowpp():
     cfg = load_config(CONFIGS / "flowpp_digits.py", **{
-        "model.num_steps": 1, "model.hidden": 8, "model.num_heads": 2, "model.num_components": 2,
+        "model.steps_per_level": 1, "model.hidden": 8, "model.num_heads": 2, "model.num_components": 2,
         "model.dequant_steps": 1})
     method = _flow(cfg, "flowpp")
     x, _ = load_split(cfg, "val")
@@ -130,7 +130,7 @@ def test_sampling_temperature_and_discrete_levels(flowpp):
 
 
 def test_glow_interpolation_endpoints_and_invertibility():
-    cfg = load_config(CONFIGS / "glow_digits.py", **{"model.num_steps": 1, "model.hidden": 8})
+    cfg = load_config(CONFIGS / "glow_digits.py", **{"model.steps_per_level": 1, "model.hidden": 8})
     glow = _flow(cfg, "glow")
     x, _ = load_split(cfg, "val")
     state = jax.jit(glow.init)(jax.random.key(0), {"x": x[:32]})
@@ -185,7 +185,7 @@ def test_glow_trained_with_weight_decay_keeps_an_exact_likelihood():
     and signs of the 1x1 convolutions must not be among them (a shrunk P made the
     reported log-likelihood exceed the true one by nats per example)."""
     cfg = load_config(CONFIGS / "glow_digits.py", **{
-        "model.num_steps": 1, "model.hidden": 8, "optim.name": "adamw", "optim.weight_decay": 10.0,
+        "model.steps_per_level": 1, "model.hidden": 8, "optim.name": "adamw", "optim.weight_decay": 10.0,
         "optim.learning_rate": 1e-2, "optim.schedule": "constant", "optim.warmup_steps": 0})
     glow = _flow(cfg)
     x, _ = load_split(cfg, "train")

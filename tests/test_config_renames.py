@@ -1,0 +1,80 @@
+"""Renamed config keys (gen_jax.config.RENAMED_KEYS): old workdirs' config.json, old
+config files and old overrides (load_config and the command line) keep working."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+
+import pytest
+from conftest import CONFIGS, PYTHON, REPO, subprocess_env
+
+from gen_jax import load_config
+from gen_jax.config import RENAMED_KEYS, config_from_json, config_to_json, upgrade_config
+from gen_jax.data import dataset_info
+from gen_jax.errors import ConfigError
+from gen_jax.flows import Flow
+
+
+def test_the_table_names_keys_of_the_same_section():
+    for old, new in RENAMED_KEYS.items():
+        assert old != new and old.rsplit(".", 1)[0] == new.rsplit(".", 1)[0]
+
+
+def test_an_old_workdirs_config_json_loads_under_the_new_key():
+    cfg = load_config(CONFIGS / "glow_digits.py:smoke")
+    old = json.loads(config_to_json(cfg))
+    old["model"]["num_steps"] = old["model"].pop("steps_per_level") + 1  # as written before the rename
+    loaded = config_from_json(json.dumps(old))
+    assert loaded.model.steps_per_level == cfg.model.steps_per_level + 1
+    assert "num_steps" not in loaded.model and loaded.train.num_steps == cfg.train.num_steps
+    assert loaded.is_locked
+    Flow(loaded, dataset_info(loaded.data), "glow")  # the family reads it
+    # a current config.json round-trips unchanged
+    assert config_to_json(config_from_json(config_to_json(cfg))) == config_to_json(cfg)
+
+
+def test_an_old_override_is_accepted_with_one_warning_naming_the_new_key(caplog):
+    with caplog.at_level(logging.WARNING, logger="gen_jax"):
+        cfg = load_config(CONFIGS / "flowpp_digits.py:smoke", **{"model.num_steps": 3, "train.num_steps": 7})
+    assert (cfg.model.steps_per_level, cfg.train.num_steps) == (3, 7)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "'model.steps_per_level'" in warnings[0], warnings
+    with caplog.at_level(logging.WARNING, logger="gen_jax"):
+        caplog.clear()
+        load_config(CONFIGS / "flowpp_digits.py:smoke", **{"model.steps_per_level": 3})
+    assert not caplog.records  # the new name: no warning
+    # a family without the key: the old name is an unknown key, as any other
+    with pytest.raises(ConfigError, match="unknown config key 'model.num_steps'"):
+        load_config(CONFIGS / "vae_digits.py", **{"model.num_steps": 3})
+
+
+def test_an_old_config_file_loads_under_the_new_key(tmp_path):
+    path = tmp_path / "old_glow.py"
+    path.write_text(
+        "import importlib.util\n"
+        "import ml_collections\n"
+        f"spec = importlib.util.spec_from_file_location('g', {str(CONFIGS / 'glow_digits.py')!r})\n"
+        "g = importlib.util.module_from_spec(spec); spec.loader.exec_module(g)\n"
+        "def get_config():\n"
+        "    d = g.get_config('smoke').to_dict()\n"
+        "    d['model']['num_steps'] = d['model'].pop('steps_per_level') + 1\n"
+        "    return ml_collections.ConfigDict(d)\n")
+    cfg = load_config(path)
+    assert cfg.model.steps_per_level == 2 and "num_steps" not in cfg.model
+    assert upgrade_config(cfg) is cfg  # nothing left to rename
+
+
+def test_the_command_line_accepts_an_old_override_with_one_warning(tmp_path):
+    # The override must get past absl's flag parsing (which knows only the new key);
+    # --num=0 then stops the run before anything is built or written.
+    proc = subprocess.run([PYTHON, "-m", "gen_jax", "--config=configs/glow_digits.py:smoke",
+                           "--config.model.num_steps=2", f"--workdir={tmp_path / 'w'}", "--mode=sample",
+                           "--num=0"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert "model.num_steps" in lines[0] and "'model.steps_per_level'" in lines[0]
+    assert "--num=0" in lines[1] and "bad flag" not in proc.stderr
