@@ -1,7 +1,7 @@
 """One full-covariance Gaussian on scikit-learn's 8x8 digits: the simplest baseline.
 
-Maximum-likelihood fit (mean and covariance of the training split) inside
-``init``; the "training" steps only report the training NLL (10 x 128 = one
+Maximum-likelihood fit (mean and covariance of the training split, handed to
+the Method's ``fit`` by the runtime); the "training" steps only report the training NLL (10 x 128 = one
 epoch). Density of uniformly dequantized 17-level pixels (bits/dim of 17-level
 data; the uniform model is 4.09).
 """

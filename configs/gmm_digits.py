@@ -1,6 +1,6 @@
 """Gaussian mixture (diagonal covariances, EM) on scikit-learn's 8x8 digits (~10 s on CPU).
 
-The fit is EM on the whole training split inside ``init``; the ``num_steps``
+The fit is EM on the whole training split, handed to the Method's ``fit`` by the runtime; the ``num_steps``
 "training" steps only report the training NLL (10 x 128 = one epoch). Density
 of uniformly dequantized 17-level pixels, so the likelihood is a bound on the
 discrete data's (bits/dim of 17-level data; the uniform model is 4.09).

@@ -1,6 +1,6 @@
 """Probabilistic PCA (Tipping & Bishop, 1999) on scikit-learn's 8x8 digits (seconds on CPU).
 
-Closed-form fit on the whole training split inside ``init``; the "training"
+Closed-form fit on the whole training split, handed to the Method's ``fit`` by the runtime; the "training"
 steps only report the training NLL (10 x 128 = one epoch). Density of
 uniformly dequantized 17-level pixels (bits/dim of 17-level data; the uniform
 model is 4.09). Sample grids show the mean of p(x|z); the recon grid is the

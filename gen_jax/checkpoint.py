@@ -412,12 +412,42 @@ def example_batch(config: ml_collections.ConfigDict) -> dict:
     return next(data_lib.make_train_iterator(config, config.seed))
 
 
+def train_split_spec(config: ml_collections.ConfigDict, example: dict) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of ``load_split(config, "train")[0]``, without loading it:
+    the split's length, and one example of the (preprocessed) ``example`` batch."""
+    from gen_jax import data as data_lib
+
+    x = example["x"]
+    return jax.ShapeDtypeStruct((len(data_lib.get_source(config.data, "train")), *x.shape[1:]),
+                                x.dtype)
+
+
+def initial_state(method: Any, config: ml_collections.ConfigDict, mesh: Any, rng: jax.Array,
+                  example: dict) -> Any:
+    """A fresh state, replicated over ``mesh``: ``method.init(rng, example)``, or for a
+    :class:`~gen_jax.registry.Fits` Method ``method.fit(rng, x_train)`` on the whole
+    training split, which the runtime loads here (the Method itself reads no data)."""
+    from gen_jax import data as data_lib
+    from gen_jax import parallel, registry
+
+    rep = parallel.replicated(mesh)
+    if isinstance(method, registry.Fits):
+        x_train, _ = data_lib.load_split(config, "train")
+        return jax.jit(method.fit, out_shardings=rep)(rng, x_train)
+    return jax.jit(method.init, out_shardings=rep)(rng, parallel.shard_global_batch(example, mesh))
+
+
 def abstract_state(method: Any, config: ml_collections.ConfigDict, mesh: Any,
                    example: dict | None = None) -> Any:
-    """The state's shapes and dtypes, replicated over ``mesh``, without computing it."""
-    from gen_jax import parallel
+    """The state's shapes and dtypes, replicated over ``mesh``, without computing it
+    (a :class:`~gen_jax.registry.Fits` Method is traced on the training split's shape,
+    so restoring it loads no data and fits nothing)."""
+    from gen_jax import parallel, registry
 
     rep = parallel.replicated(mesh)
     example = example_batch(config) if example is None else example
-    shapes = jax.eval_shape(method.init, jax.random.key(0), example)
+    if isinstance(method, registry.Fits):
+        shapes = jax.eval_shape(method.fit, jax.random.key(0), train_split_spec(config, example))
+    else:
+        shapes = jax.eval_shape(method.init, jax.random.key(0), example)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)

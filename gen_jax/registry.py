@@ -26,8 +26,8 @@ class Method(Protocol):
     """What every family provides. All four functions are pure: the runtime jits them.
 
     Optional capabilities are the typed protocols below (:class:`HasLogProb`,
-    :class:`HasReconstruct`, :class:`HasLatent`, :class:`HasAnomalyScore`), checked
-    with ``isinstance``.
+    :class:`HasReconstruct`, :class:`HasLatent`, :class:`HasAnomalyScore`, and
+    :class:`Fits` for closed-form fits), checked with ``isinstance``.
     """
 
     config: ml_collections.ConfigDict
@@ -83,6 +83,22 @@ class HasAnomalyScore(Protocol):
     """``anomaly_score(state, x, rng)``: one score per example, higher = more anomalous."""
 
     def anomaly_score(self, state: Any, x: jax.Array, rng: jax.Array) -> jax.Array:
+        ...
+
+
+@runtime_checkable
+class Fits(Protocol):
+    """``fit(rng, x_train) -> state``: a model fitted once to the whole training split
+    (closed form or EM) rather than trained by steps.
+
+    The Method stays data-free: for a fresh run the runtime loads the training split
+    (``gen_jax.data.load_split(config, "train")``, the iterator's preprocessing, shaped
+    (N, *info.shape)) and calls ``fit`` in place of ``init``. ``fit`` is pure and
+    traceable, so restoring a checkpoint needs only its shapes:
+    ``jax.eval_shape(fit, rng, ShapeDtypeStruct(x_train))``, no data and no refit.
+    """
+
+    def fit(self, rng: jax.Array, x_train: jax.Array) -> Any:
         ...
 
 

@@ -85,9 +85,7 @@ def _example_batch(run: Run) -> dict:
 
 
 def _init_state(run: Run, example: dict) -> Any:
-    rep = parallel.replicated(run.mesh)
-    init = jax.jit(run.method.init, out_shardings=rep)
-    return init(run.keys["init"], parallel.shard_global_batch(example, run.mesh))
+    return ckpt_lib.initial_state(run.method, run.config, run.mesh, run.keys["init"], example)
 
 
 def _abstract_state(run: Run, example: dict) -> Any:

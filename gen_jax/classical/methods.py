@@ -1,14 +1,16 @@
 """The classical models as runtime Methods: "gaussian", "gmm" and "pca".
 
-These models have no gradient training: ``init`` fits them to the whole
-training split in closed form (Gaussian, PCA) or by EM (GMM), inside the
-runtime's jitted ``init``, and the fitted parameters never change afterwards.
+These models have no gradient training. They are :class:`~gen_jax.registry.Fits`
+Methods: ``fit(rng, x_train)`` fits them to the whole training split in closed
+form (Gaussian, PCA) or by EM (GMM), and the fitted parameters never change
+afterwards. The Methods read no data: building one needs only the config and the
+``DataInfo``; for a fresh run the runtime loads the training split once
+(``load_split(config, "train")``, the iterator's preprocessing) and calls the
+jitted ``fit`` with it; a restore traces ``fit`` on the split's shape only.
+``init(rng, batch)`` (the Method contract) fits to the batch it is given.
 ``train_step`` only advances the step counter and reports the negative
 log-likelihood of its batch, so ``train.num_steps`` steps are one pass of
-training-set metrics (set it to about one epoch). The training split is loaded
-once when the Method is built (``load_split(config, "train")``, the same
-preprocessing the iterator applies) and enters the compiled ``init`` as a
-constant, which suits datasets of the digits' size.
+training-set metrics (set it to about one epoch).
 
 Likelihoods follow the project's convention: images must be uniformly
 dequantized, and ``log_prob`` adds ``discrete_log_prob_offset`` to the density
@@ -35,10 +37,11 @@ from gen_jax.classical.pca import (
     ppca_log_prob,
     ppca_sample,
 )
-from gen_jax.data import DataInfo, discrete_log_prob_offset, load_split
+from gen_jax.data import DataInfo, discrete_log_prob_offset
 from gen_jax.errors import ConfigError
 from gen_jax.likelihood import bits_per_dim
 from gen_jax.registry import register
+from gen_jax.value_range import ValueRange
 
 
 class ClassicalState(struct.PyTreeNode):
@@ -68,15 +71,16 @@ class _FittedModel:
                               "data.dequantize='uniform' (and no binarization) so its likelihood "
                               "bounds that of the discrete data")
         self.offset = offset
-        self.lo, self.hi = config.data.value_range
-        x, _ = load_split(config, "train")
-        self.x_train = x.reshape(len(x), -1)
+        self.value_range = ValueRange.from_config(config.data, info)
         self.check(config.model)
 
     # -- what a model defines ------------------------------------------------
 
     def check(self, model: ml_collections.ConfigDict) -> None:
-        """Raises ConfigError for model settings this data cannot support."""
+        """Raises ConfigError for model settings this data cannot support (no data read)."""
+
+    def check_num_points(self, n: int) -> None:
+        """Raises ConfigError for model settings ``n`` training points cannot support."""
 
     def _fit(self, rng: jax.Array, x: jax.Array) -> Any:
         raise NotImplementedError
@@ -89,10 +93,19 @@ class _FittedModel:
 
     # -- the Method contract -------------------------------------------------
 
+    def fit(self, rng: jax.Array, x_train: jax.Array) -> ClassicalState:
+        """The fresh state: the model fitted (closed form or EM) to ``x_train``, the
+        whole training split (N, *info.shape) as the runtime hands it over. Pure and
+        traceable (the runtime jits it, and ``eval_shape``s it to restore)."""
+        self.info.check_batch(x_train)
+        self.check_num_points(x_train.shape[0])
+        x = jnp.reshape(x_train, (x_train.shape[0], -1))
+        return ClassicalState(step=jnp.zeros((), jnp.int32), params=self._fit(rng, x))
+
     def init(self, rng: jax.Array, example_batch: dict) -> ClassicalState:
-        """Fits the model to the whole training split (closed form or EM)."""
-        self.info.check_batch(example_batch["x"])
-        return ClassicalState(step=jnp.zeros((), jnp.int32), params=self._fit(rng, self.x_train))
+        """Fits the model to ``example_batch["x"]``. The runtime never calls this: it
+        calls :meth:`fit` with the whole training split."""
+        return self.fit(rng, example_batch["x"])
 
     def _metrics(self, params: Any, x: jax.Array) -> dict:
         nll = -jnp.mean(self._log_density(params, x.reshape(x.shape[0], -1)) + self.offset)
@@ -118,7 +131,7 @@ class _FittedModel:
         return self._clip(x)
 
     def _clip(self, x: jax.Array) -> jax.Array:
-        return jnp.clip(x, self.lo, self.hi) if self.info.kind == "image" else x
+        return self.value_range.clip(x) if self.info.kind == "image" else x
 
 
 def _check_choice(value: Any, choices: tuple, key: str) -> None:
@@ -153,12 +166,15 @@ class GMM(_FittedModel):
 
     def check(self, model):
         _check_choice(model.covariance_type, COVARIANCE_TYPES, "model.covariance_type")
-        n = len(self.x_train)
-        if not 1 <= model.num_components <= n:
-            raise ConfigError(f"model.num_components must be in [1, {n}] (training points), "
-                              f"got {model.num_components}")
+        if model.num_components < 1:
+            raise ConfigError(f"model.num_components must be >= 1, got {model.num_components}")
         if model.max_iters < 1 or model.num_restarts < 1:
             raise ConfigError("model.max_iters and model.num_restarts must be >= 1")
+
+    def check_num_points(self, n):
+        k = self.config.model.num_components
+        if not 1 <= k <= n:
+            raise ConfigError(f"model.num_components must be in [1, {n}] (training points), got {k}")
 
     def _fit(self, rng, x):
         m = self.config.model
@@ -183,11 +199,16 @@ class PCA(_FittedModel):
 
     def check(self, model):
         _check_choice(model.method, PCA_METHODS, "model.method")
-        n, d = self.x_train.shape
-        if not 1 <= model.num_components <= min(d - 1, n - 1):
-            raise ConfigError(f"model.num_components must be in [1, {min(d - 1, n - 1)}] (fewer than "
-                              f"the {d} dimensions, so the PPCA noise variance is positive), got "
+        d = self.info.dim
+        if not 1 <= model.num_components <= d - 1:
+            raise ConfigError(f"model.num_components must be in [1, {d - 1}] (fewer than the {d} "
+                              "dimensions, so the PPCA noise variance is positive), got "
                               f"{model.num_components}")
+
+    def check_num_points(self, n):
+        if not self.config.model.num_components <= n - 1:
+            raise ConfigError(f"model.num_components must be in [1, {n - 1}] (fewer than the {n} "
+                              f"training points), got {self.config.model.num_components}")
 
     def _fit(self, rng, x):
         return fit_pca(x, self.config.model.num_components, self.config.model.method)

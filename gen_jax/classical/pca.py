@@ -2,7 +2,8 @@
 
 Public: :class:`PCAParams`, :func:`fit_pca`, :func:`pca_project`,
 :func:`pca_reconstruct`, :func:`explained_variance_ratio`, :func:`ppca_log_prob`,
-:func:`ppca_sample`, :func:`pca_robust_project`, :func:`residual_variance`.
+:func:`ppca_sample`, :func:`pca_robust_project`, :func:`pca_block_robust_project`,
+:func:`residual_variance`.
 
 Conventions: ``x`` is (N, D) with rows as data points; ``components`` is
 (M, D) with orthonormal rows in decreasing order of variance; variances are
@@ -171,6 +172,18 @@ def residual_variance(params: PCAParams) -> jax.Array:
     return jnp.maximum(v, 1e-3 * params.noise_variance + 1e-12)
 
 
+def _map_coeffs(params: PCAParams, xc: jax.Array, w: jax.Array, prior_weight: jax.Array) -> jax.Array:
+    """argmin_a Σ_j w_j (xc_j − (Uᵀa)_j)² / v_j + prior_weight Σ_i a_i² / λ_i for one
+    centred point: the posterior mean of its coefficients given the weighted pixels."""
+    m = params.components.shape[0]
+    uw = params.components * (w / residual_variance(params))
+    gram = uw @ params.components.T + jnp.diag(prior_weight / params.explained_variance)
+    # A relative 1e-6 jitter keeps plain least squares (prior_weight=0) solvable
+    # when a subset does not constrain every component.
+    gram = gram + 1e-6 * jnp.mean(jnp.diagonal(gram)) * jnp.eye(m, dtype=gram.dtype)
+    return jnp.linalg.solve(gram, uw @ xc)
+
+
 def _robust_one(params: PCAParams, xc: jax.Array, known: jax.Array, keys: jax.Array, *,
                 inlier_sigmas: jax.Array, final_sigmas: jax.Array, prior_weight: jax.Array,
                 subset_size: int, num_refits: int) -> jax.Array:
@@ -183,13 +196,7 @@ def _robust_one(params: PCAParams, xc: jax.Array, known: jax.Array, keys: jax.Ar
     k_trim = jnp.maximum(jnp.ceil(0.5 * k_subset), 1.0)
 
     def solve(w):
-        """argmin_a Σ_j w_j (xc_j − (Uᵀa)_j)² / v_j + prior_weight Σ_i a_i² / λ_i."""
-        uw = params.components * (w / std**2)
-        gram = uw @ params.components.T + jnp.diag(prior_weight / lam)
-        # A relative 1e-6 jitter keeps plain least squares (prior_weight=0) solvable
-        # when a subset does not constrain every component.
-        gram = gram + 1e-6 * jnp.mean(jnp.diagonal(gram)) * jnp.eye(m, dtype=gram.dtype)
-        return jnp.linalg.solve(gram, uw @ xc)
+        return _map_coeffs(params, xc, w, prior_weight)
 
     def normalised_residual(a):
         return (xc - a @ params.components) / std
@@ -240,7 +247,7 @@ def _robust(params, x, known, key, inlier_sigmas, final_sigmas, prior_weight, *,
 def pca_robust_project(params: PCAParams, x: jax.Array, mask: jax.Array | None = None, *,
                        key: jax.Array, num_hypotheses: int = 64, subset_size: int | None = None,
                        inlier_sigmas: float = 2.0, final_sigmas: float | None = None,
-                       prior_weight: float = 1.0, num_refits: int = 2) -> jax.Array:
+                       prior_weight: float = 2.0, num_refits: int = 2) -> jax.Array:
     """Coefficients of ``x`` estimated from the pixels that fit, ignoring occlusions.
 
     Hypothesize-and-test (Leonardis & Bischof, 2000, "Robust recognition using
@@ -274,7 +281,11 @@ def pca_robust_project(params: PCAParams, x: jax.Array, mask: jax.Array | None =
       subset_size: pixels per random subset; None = M.
       inlier_sigmas: residual bound for inliers, in per-pixel standard deviations.
       final_sigmas: the looser bound of the last refit; None = 2 * inlier_sigmas.
-      prior_weight: weight of the Gaussian prior on the coefficients.
+      prior_weight: weight of the Gaussian prior on the coefficients. The default 2
+        (the prior counted twice) shrinks the codes that would explain an occluder: on
+        digits (M = 10 and 16) it lowers the error behind every occluder of
+        experiments/robust_pca_occlusion.py by 2-17% against weight 1, for 2% more
+        error on clean inputs.
       num_refits: grow-and-refit rounds per hypothesis.
 
     Returns:
@@ -309,5 +320,83 @@ def pca_robust_project(params: PCAParams, x: jax.Array, mask: jax.Array | None =
                    subset_size=subset_size, num_refits=int(num_refits))
 
 
-__all__ = ["PCAParams", "PCA_METHODS", "explained_variance_ratio", "fit_pca", "pca_project",
-           "pca_reconstruct", "pca_robust_project", "ppca_log_prob", "ppca_sample", "residual_variance"]
+def _block_masks(image_shape: tuple[int, ...], block_shapes) -> np.ndarray:
+    """(K, D) 0/1 masks, 0 inside one placement of one block: every position of every shape."""
+    h_img, w_img = image_shape[0], image_shape[1]
+    channels = int(np.prod(image_shape[2:], dtype=int))
+    masks = []
+    for h, w in block_shapes:
+        for r in range(h_img - h + 1):
+            for c in range(w_img - w + 1):
+                m = np.ones((h_img, w_img, channels), np.float32)
+                m[r:r + h, c:c + w] = 0.0
+                masks.append(m.reshape(-1))
+    return np.stack(masks)
+
+
+@jax.jit
+def _block_robust(params, x, masks, prior_weight):
+    v = residual_variance(params)
+
+    def one(xc):
+        def hypothesis(w):
+            a = _map_coeffs(params, xc, w, prior_weight)
+            cost = jnp.sum(w * (xc - a @ params.components) ** 2 / v)
+            return a, cost + prior_weight * jnp.sum(a**2 / params.explained_variance)
+
+        coeffs, cost = jax.vmap(hypothesis)(masks)
+        return coeffs[jnp.argmin(cost)]
+
+    return jax.vmap(one)(x - params.mean)
+
+
+def pca_block_robust_project(params: PCAParams, x: jax.Array, image_shape: tuple[int, ...],
+                             block_shapes, *, prior_weight: float = 2.0) -> jax.Array:
+    """Coefficients of images corrupted by one block of known size at an unknown place.
+
+    When the occluder's shape is known (say a 3x3 sticker) but not where it is, every
+    placement of every shape in ``block_shapes`` is a hypothesis: the coefficients are
+    solved (the MAP solve of :func:`pca_robust_project`, prior weight
+    ``prior_weight``) on the pixels outside the block, and the placement whose
+    visible pixels fit best (Σ r_j² / v_j over them plus the prior term) wins. All
+    shapes must have the same area, so that every hypothesis leaves the same number
+    of pixels to fit. On digits behind a bright block (experiments/robust_pca_occlusion.py)
+    this comes close to being told the hidden pixels, where the shape-agnostic
+    :func:`pca_robust_project` cannot: a blind search cannot tell a 9-pixel block
+    from the digit's own variation that the components leave unexplained.
+
+    Args:
+      params: a fitted PCA of flattened images (D = prod(image_shape)).
+      x: (N, D) flattened images, each with one block corrupted.
+      image_shape: (H, W) or (H, W, C), the layout of the D pixels (row-major).
+      block_shapes: the possible (h, w) sizes of the block, all of the same area.
+      prior_weight: weight of the Gaussian prior on the coefficients.
+
+    Returns:
+      (N, M) coefficients.
+
+    Raises:
+      DataError: ``x`` is not a finite (N, D) array.
+      ValueError: shapes that do not fit the PCA or each other.
+    """
+    check_points(x)
+    d = params.components.shape[1]
+    shapes = [tuple(int(s) for s in b) for b in block_shapes]
+    if int(np.prod(image_shape)) != d or np.shape(x)[1] != d:
+        raise ValueError(f"image_shape {tuple(image_shape)} and x of dimension {np.shape(x)[1]} "
+                         f"must both match the PCA's dimension {d}")
+    if not shapes or any(len(b) != 2 or not (1 <= b[0] <= image_shape[0] and 1 <= b[1] <= image_shape[1])
+                         for b in shapes):
+        raise ValueError(f"block_shapes must be (h, w) pairs that fit in {tuple(image_shape[:2])}, "
+                         f"got {block_shapes!r}")
+    if len({h * w for h, w in shapes}) != 1:
+        raise ValueError(f"block_shapes must all have the same area, got {shapes}")
+    if prior_weight < 0:
+        raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+    masks = jnp.asarray(_block_masks(tuple(image_shape), shapes))
+    return _block_robust(params, jnp.asarray(x, jnp.float32), masks, jnp.float32(prior_weight))
+
+
+__all__ = ["PCAParams", "PCA_METHODS", "explained_variance_ratio", "fit_pca", "pca_block_robust_project",
+           "pca_project", "pca_reconstruct", "pca_robust_project", "ppca_log_prob", "ppca_sample",
+           "residual_variance"]

@@ -83,7 +83,7 @@ def test_gaussian_method_on_digits_reports_the_discrete_likelihood():
     method = registry.build(cfg)
     x_train, _ = load_split(cfg, "train")
     x_test, _ = load_split(cfg, "test")
-    state = jax.jit(method.init)(jax.random.key(0), {"x": x_test[:4]})
+    state = jax.jit(method.fit)(jax.random.key(0), x_train)  # as the runtime calls it
     assert isinstance(state, ClassicalState) and int(state.step) == 0
     ref = fit_gaussian(x_train.reshape(len(x_train), -1), "full", cfg.model.reg_covar)
     offset = 64 * math.log(1.0 / 17)  # density of (x + u) / 17 -> probability of the level

@@ -226,22 +226,26 @@ def test_bad_input_is_rejected_clearly():
         gmm_em(x, np.ones(2) / 2, np.zeros((2, 3)), np.ones((2, 3)))
 
 
-def test_gmm_method_fits_at_init_and_reports_the_discrete_likelihood():
+def test_gmm_method_fits_the_train_split_and_reports_the_discrete_likelihood():
     cfg = load_config(CONFIGS / "gmm_digits.py", **{"model.num_components": 3, "model.num_restarts": 1})
     method = registry.build(cfg)
+    x_train, _ = load_split(cfg, "train")
     x_test, _ = load_split(cfg, "test")
-    state = jax.jit(method.init)(jax.random.key(0), {"x": x_test[:4]})
+    state = jax.jit(method.fit)(jax.random.key(0), x_train)  # as the runtime calls it
     assert state.params.means.shape == (3, 64) and bool(jnp.isfinite(state.params.log_likelihood))
     lp = jax.jit(method.log_prob)(state, x_test, None)
     expected = gmm_log_prob(state.params, x_test.reshape(len(x_test), -1)) + 64 * math.log(1 / 17)
     np.testing.assert_allclose(lp, expected, rtol=1e-5)
     new_state, metrics = jax.jit(method.train_step)(state, {"x": x_test}, jax.random.key(1))
     assert int(new_state.step) == 1
-    np.testing.assert_array_equal(new_state.params.means, state.params.means)  # fitted once, at init
+    np.testing.assert_array_equal(new_state.params.means, state.params.means)  # fitted once
     assert float(metrics["loss"]) == pytest.approx(-float(lp.mean()), rel=1e-5)
     samples = method.sample(state, jax.random.key(2), 6)
     assert samples.shape == (6, 8, 8, 1) and 0 <= float(samples.min()) and float(samples.max()) <= 1
+    with pytest.raises(ConfigError, match="num_components"):  # more than the training points
+        registry.build(load_config(CONFIGS / "gmm_digits.py", **{"model.num_components": 5000})
+                       ).fit(jax.random.key(0), x_train)
     with pytest.raises(ConfigError, match="num_components"):
-        registry.build(load_config(CONFIGS / "gmm_digits.py", **{"model.num_components": 5000}))
+        registry.build(load_config(CONFIGS / "gmm_digits.py", **{"model.num_components": 0}))
     with pytest.raises(ConfigError, match="covariance_type"):
         registry.build(load_config(CONFIGS / "gmm_digits.py", **{"model.covariance_type": "tied"}))
