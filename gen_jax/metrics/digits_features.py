@@ -27,6 +27,7 @@ import scipy.special
 from numpy.typing import ArrayLike
 
 from gen_jax.errors import DataError
+from gen_jax.value_range import ValueRange
 
 ASSET = Path(__file__).resolve().parent / "assets" / "digits_cnn.npz"
 FEATURE_DIM = 128
@@ -211,8 +212,8 @@ def to_unit_interval(x: ArrayLike, data: ml_collections.ConfigDict, num_levels: 
     back through level = y' L - 1/2 (the bin centre), so samples of dequantized
     and plain models land on the same scale as the real data.
     """
-    lo, hi = data.value_range
-    u = (np.asarray(x, np.float64) - lo) / (hi - lo)
+    vr = ValueRange(*data.value_range, num_levels)
+    u = vr.to_unit(np.asarray(x, np.float64))
     if data.dequantize == "uniform":
-        u = (u * num_levels - 0.5) / (num_levels - 1)
+        u = vr.level_to_unit(u * num_levels - 0.5)
     return np.clip(u, 0.0, 1.0).astype(np.float32)

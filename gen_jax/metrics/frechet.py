@@ -161,9 +161,28 @@ def frechet_distance(feats_a: ArrayLike | FeatureStats, feats_b: ArrayLike | Fea
     Returns:
       The squared Fréchet distance (see :func:`frechet_distance_from_moments`).
     """
+    if not isinstance(feats_a, FeatureStats) and not isinstance(feats_b, FeatureStats):
+        feats_a, feats_b = _reduce_to_span(_as_features(feats_a), _as_features(feats_b))
     mu1, s1 = _moments(feats_a)
     mu2, s2 = _moments(feats_b)
     return frechet_distance_from_moments(mu1, s1, mu2, s2)
+
+
+def _reduce_to_span(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets in an orthonormal basis of the span of their deviations from
+    a's mean, when that span is smaller than the dimension (n_a + n_b <= d, e.g. a
+    few hundred samples of 2048-d Inception features).
+
+    Exact: the Fréchet distance is invariant to rotations, both covariances vanish
+    outside that span and the difference of the means lies in it; so the matrix
+    square root is taken in n_a + n_b - 1 dimensions instead of d (a 2048-d
+    ``sqrtm`` takes a minute on a small CPU).
+    """
+    if a.shape[1] != b.shape[1] or len(a) + len(b) > a.shape[1]:
+        return a, b
+    origin = a.mean(0)
+    q, _ = np.linalg.qr(np.concatenate([a, b]).T - origin[:, None])  # (d, n_a + n_b)
+    return (a - origin) @ q, (b - origin) @ q
 
 
 __all__ = ["FeatureStats", "frechet_distance", "frechet_distance_from_moments"]

