@@ -14,25 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import runner
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from gen_jax.metrics import classify_digits
 
-from gen_jax import registry, train  # noqa: E402
-from gen_jax.metrics import classify_digits  # noqa: E402
+REPO = runner.REPO
 
 
 def label_accuracy(workdir: str, per_class: int, seed: int) -> dict:
     """Per-class share of samples the digits CNN labels as the requested class."""
-    config = train.workdir_config(workdir)
-    method = registry.build(config)
-    state = jax.device_get(train.restore(config, workdir))
+    method, state, config = runner.load(workdir)
+    state = jax.device_get(state)
     labels = jnp.repeat(jnp.arange(10), per_class)
     fn = jax.jit(lambda s, r: method.sample(s, r, labels.shape[0], labels=labels))
     samples = np.asarray(fn(state, jax.random.key(seed)))
@@ -43,13 +40,13 @@ def label_accuracy(workdir: str, per_class: int, seed: int) -> dict:
             "per_class": per, "accuracy": float(hits.mean()), "num_samples": int(labels.shape[0])}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdirs", nargs="+")
     parser.add_argument("--per_class", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "conditional_digits"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = [label_accuracy(w, args.per_class, args.seed) for w in args.workdirs]
     for row in rows:
         print(json.dumps(row), flush=True)

@@ -6,9 +6,13 @@ Trains NICE, RealNVP, Glow and Flow++ (uniform and variational dequantization)
 from their configs (configs/<arch>_digits.py), each with the conditioner width
 ``model.hidden`` chosen so that its total parameter count (the dequantizer's
 included) is the closest to ``--budget``; same steps, batch, optimizer and
-schedule for all. Then reports bits/dim on the digits test split (17-level
+schedule for all. Every model trains through the runtime
+(gen_jax.train.train_and_evaluate: the CLI's batches and keys) in its own
+workdir under --workdir (a rerun reuses finished runs) and is loaded back from
+it. Then reports bits/dim on the digits test split (17-level
 data; the uniform model is log2(17) = 4.09), next to the classical Gaussian and
-GMM baselines (configs/gaussian_digits.py, configs/gmm_digits.py). Uniformly
+GMM baselines (configs/gaussian_digits.py, configs/gmm_digits.py, fitted by the
+runtime with the configs' own settings). Uniformly
 dequantized models are evaluated on the test split with its fixed dequantization
 noise (a one-sample estimate of the bound); the variational model reports its
 bound with K = 1 and the importance-weighted bound with K = 16.
@@ -22,19 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
+import runner
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
+from gen_jax import data as data_lib
+from gen_jax import registry, viz
 
-import gen_jax  # noqa: E402
-from gen_jax import data as data_lib  # noqa: E402
-from gen_jax import registry, viz  # noqa: E402
+REPO = runner.REPO
 
 RUNS = (
     ("NICE", "nice", "nice_digits.py", {}),
@@ -54,11 +55,11 @@ def count_params(config) -> int:
     return int(sum(math.prod(s.shape) for s in jax.tree.leaves(shapes.params)))
 
 
-def match_budget(path: Path, overrides: dict, budget: int) -> tuple[int, int]:
+def match_budget(file: str, overrides: dict, budget: int) -> tuple[int, int]:
     """The ``model.hidden`` (a multiple of 4, for 4 attention heads) whose parameter
     count is closest to ``budget``."""
     def count(h):
-        return count_params(gen_jax.load_config(path, **{**overrides, "model.hidden": h}))
+        return count_params(runner.config(file, overrides, {"model.hidden": h}))
 
     lo, hi = 1, 64  # hidden = 4 * index: counts grow with the width
     while hi - lo > 1:
@@ -75,40 +76,39 @@ def test_log_prob(method, state, config, num_samples: int = 1) -> np.ndarray:
     return np.concatenate(out)
 
 
-def train_flow(config, steps: int):
-    method = registry.build(config)
-    it = data_lib.make_train_iterator(config, config.seed)
-    state = jax.jit(method.init)(jax.random.key(config.seed), next(it))
-    step = jax.jit(method.train_step)
-    train_rng = jax.random.key(config.seed + 1)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        state, metrics = step(state, next(it), jax.random.fold_in(train_rng, i))
-    final_loss = float(metrics["loss"])
-    return method, state, time.perf_counter() - t0, final_loss
+def final_train_loss(workdir: Path) -> float:
+    """The last logged training loss of a run (the runtime logs the mean over each
+    ``train.log_every`` steps)."""
+    records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    return [r for r in records if r["split"] == "train"][-1]["loss"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--budget", type=int, default=30000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "flows_digits"))
-    args = parser.parse_args()
+    runner.add_workdir_flag(parser, "flows_digits")
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     def bpd(log_prob: np.ndarray) -> float:  # nats per example -> bits/dim of 8x8 digits
         return float(data_lib.bits_per_dim(-log_prob.mean(), 64))
 
     rows, grids = [], []
-    common = {"train.num_steps": args.steps, "data.batch_size": args.batch, "optim.learning_rate": 2e-3}
+    common = {"train.num_steps": args.steps, "data.batch_size": args.batch, "optim.learning_rate": 2e-3,
+              "train.eval_every": 0, "train.checkpoint_every": args.steps}
     for label, arch, cfg_name, extra in RUNS:
-        path = REPO / "configs" / cfg_name
-        hidden, n_params = match_budget(path, {**common, **extra}, args.budget)
-        config = gen_jax.load_config(path, **{**common, **extra, "model.hidden": hidden})
-        method, state, seconds, final_loss = train_flow(config, args.steps)
+        hidden, n_params = match_budget(cfg_name, {**common, **extra}, args.budget)
+        config = runner.config(cfg_name, common, extra, {"model.hidden": hidden})
+        workdir = runner.run_dir(args.workdir, label, f"hidden{hidden}", f"{args.steps}steps",
+                                 f"batch{args.batch}")
+        method, state, config, timing = runner.train_and_load(config, workdir)
+        seconds = timing["seconds"]
         row = {"model": label, "method": arch, "config": cfg_name, "overrides": extra, "hidden": hidden,
-               "params": n_params, "train_seconds": round(seconds, 1), "final_train_bpd": final_loss,
+               "params": n_params, "train_seconds": round(seconds, 1),
+               "final_train_bpd": final_train_loss(workdir),
                "test_bpd": bpd(test_log_prob(method, state, config))}
         if method.variational:
             row["test_bpd_iw16"] = bpd(test_log_prob(method, state, config, 16))
@@ -117,10 +117,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     baselines = (("Gaussian (full covariance)", "gaussian_digits.py"), ("GMM (60 diag.)", "gmm_digits.py"))
     for label, cfg_name in baselines:
-        config = gen_jax.load_config(REPO / "configs" / cfg_name)
-        method = registry.build(config)
-        x, _ = data_lib.load_split(config, "train")
-        state = jax.jit(method.init)(jax.random.key(0), {"x": x[:128]})
+        config = runner.config(cfg_name)
+        workdir = runner.run_dir(args.workdir, label)
+        method, state, config, _ = runner.train_and_load(config, workdir)
         x_test, _ = data_lib.load_split(config, "test")
         lp = np.asarray(jax.jit(method.log_prob)(state, x_test, jax.random.key(0)))
         rows.append({"model": label, "method": config.method, "config": cfg_name,

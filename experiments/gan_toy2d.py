@@ -5,32 +5,27 @@ PacGAN mode-collapse benchmark); writes a table and scatter plots.
     python experiments/gan_toy2d.py --runs best --datasets ring8 --steps 2000   # one quick run
 
 Each run trains configs/gan_toy2d.py with the run's overrides (the "best" run uses
-it unchanged), draws 2,500 samples from the (EMA) generator and scores them with
-gen_jax.metrics.modes.mode_coverage (modes with a sample within 3 std, share of such
-high-quality samples, reverse KL over modes). Training runs as a lax.scan over
-chunks of steps, with batches drawn uniformly with replacement from the 20,000
-training points.
+it unchanged) through the runtime (gen_jax.train.train_and_evaluate: the CLI's
+batches and keys), in its own workdir under --workdir (a finished run is reused on
+a rerun), then loads it back, draws 2,500 samples from the (EMA) generator and
+scores them with gen_jax.metrics.modes.mode_coverage (modes with a sample within
+3 std, share of such high-quality samples, reverse KL over modes).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import runner
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from gen_jax.data.toy2d import toy2d_mode_std, toy2d_modes
+from gen_jax.metrics.modes import mode_coverage
 
-from gen_jax import load_config, registry  # noqa: E402
-from gen_jax.data import load_split  # noqa: E402
-from gen_jax.data.toy2d import toy2d_mode_std, toy2d_modes  # noqa: E402
-from gen_jax.metrics.modes import mode_coverage  # noqa: E402
+REPO = runner.REPO
 
 # One run per objective on a plain recipe (no packing, no EMA, constant learning rate,
 # batch 64 per D step, 10k steps: the papers' baselines), each with its paper's
@@ -54,33 +49,16 @@ RUNS = {
 }
 
 
-def train_run(config, steps: int, chunk: int = 250):
-    """Trains ``config`` for ``steps`` outer steps (keys from config.seed); returns
-    (method, state, seconds)."""
-    method = registry.build(config)
-    x = jnp.asarray(load_split(config, "train")[0])
-    bs = config.data.batch_size
-    key = jax.random.key(config.seed)
-    k_init, k_train = jax.random.split(key)
-    state = method.init(k_init, {"x": x[:bs]})
+# Periodic validation and figures are not part of this experiment (keys and batches
+# do not depend on them); the runtime still evaluates and plots once at the end.
+_QUIET = {"train.eval_every": 0}
 
-    @jax.jit
-    def run_chunk(state, key):
-        def body(st, k):
-            k_idx, k_step = jax.random.split(k)
-            idx = jax.random.randint(k_idx, (bs,), 0, len(x))
-            st, metrics = method.train_step(st, {"x": x[idx]}, k_step)
-            return st, metrics["loss"]
 
-        return jax.lax.scan(body, state, jax.random.split(key, chunk))
-
-    t0 = time.perf_counter()
-    for i in range(max(1, steps // chunk)):
-        state, losses = run_chunk(state, jax.random.fold_in(k_train, i))
-    jax.block_until_ready(losses)
-    if not np.all(np.isfinite(np.asarray(losses))):
-        print(f"  warning: non-finite losses in the last chunk of {config.gan.objective}")
-    return method, state, time.perf_counter() - t0
+def train_run(config, workdir: Path):
+    """Trains ``config`` with the runtime in ``workdir`` (or reuses the finished run);
+    returns (method, state, seconds)."""
+    method, state, _, timing = runner.train_and_load(config, workdir)
+    return method, state, timing["seconds"]
 
 
 def evaluate_run(method, state, name: str, seed: int = 1, num: int = 2500):
@@ -97,20 +75,27 @@ def main(argv=None):
     p.add_argument("--out", default=str(REPO / "experiments" / "results" / "gan_toy2d"))
     p.add_argument("--set", action="append", default=[], help="extra override key=value (json value)")
     p.add_argument("--table-only", action="store_true", help="rewrite the .md table from the .json")
+    p.add_argument("--smoke", action="store_true",
+                   help="configs/gan_toy2d.py:smoke (tiny networks, batch 16): an end-to-end check")
+    runner.add_workdir_flag(p, "gan_toy2d")
     args = p.parse_args(argv)
     out = Path(args.out)
     if args.table_only:
         write_table(json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md"))
         return
     extra = {kv.split("=", 1)[0]: json.loads(kv.split("=", 1)[1]) for kv in args.set}
+    budget = {"train.num_steps": args.steps} if args.steps else {}
+    # run directories are named by everything that changes the training
+    tags = ["smoke"] * args.smoke + [f"{k}={v}" for k, v in sorted(extra.items())]
     runs, datasets = args.runs.split(","), args.datasets.split(",")
     results, samples = [], {}
     for name in datasets:
         for run in runs:
-            config = load_config(REPO / "configs" / "gan_toy2d.py",
-                                 **{"data.name": name, **RUNS[run], **extra})
-            steps = args.steps or config.train.num_steps
-            method, state, secs = train_run(config, steps)
+            config = runner.config("gan_toy2d.py" + (":smoke" if args.smoke else ""), {"data.name": name},
+                                   RUNS[run], _QUIET, extra, budget)
+            steps = config.train.num_steps
+            workdir = runner.run_dir(args.workdir, name, run, f"{steps}steps", *tags)
+            method, state, secs = train_run(config, workdir)
             s, cov = evaluate_run(method, state, name)
             samples[(name, run)] = s
             row = {"dataset": name, "run": run, "steps": steps, "seconds": round(secs, 1),

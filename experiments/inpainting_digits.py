@@ -3,7 +3,8 @@
     python experiments/inpainting_digits.py [--steps 1500]
 
 Trains three conv autoencoders on the digits training split with the
-runtime (configs/ae_digits.py and dae_digits.py, --steps steps each): a plain
+runtime (configs/ae_digits.py and dae_digits.py, --steps steps each, each in its
+own workdir under --workdir; a rerun reuses finished runs): a plain
 AE, a DAE with masking noise (each pixel black with probability 0.25, Vincent
 et al., 2008) and a DAE with block noise (one random 3x3 black square per
 image). Each test digit loses a 3x3 block at a random position inside the
@@ -18,20 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+import runner
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-import gen_jax
 from gen_jax import data as data_lib
-from gen_jax import registry, train
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = runner.REPO
 BLOCK = 3
 MODELS = {
     "AE": ("ae_digits.py", {}),
@@ -50,26 +49,26 @@ def damage(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.where(hole, 0.0, x).astype(np.float32), hole
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--out", default=str(REPO / "experiments" / "inpainting_digits.json"))
     parser.add_argument("--figure", default=str(REPO / "experiments" / "figures" / "inpainting_digits.png"))
-    args = parser.parse_args()
+    runner.add_workdir_flag(parser, "inpainting_digits")
+    args = parser.parse_args(argv)
 
-    base = gen_jax.load_config(REPO / "configs" / "ae_digits.py")
+    base = runner.config("ae_digits.py")
     x_test, y_test = data_lib.load_split(base, "test")
     x_train, _ = data_lib.load_split(base, "train")
     damaged, hole = damage(x_test)
     fills = {"training mean image": np.where(hole, x_train.mean(0, keepdims=True), x_test)}
     t0 = time.perf_counter()
     for name, (file, overrides) in MODELS.items():
-        config = gen_jax.load_config(REPO / "configs" / file, **{
-            "train.num_steps": args.steps, "train.eval_every": 0, "train.checkpoint_every": args.steps,
-            **overrides})
-        with tempfile.TemporaryDirectory() as workdir:
-            state = train.train_and_evaluate(config, workdir)
-        method = registry.build(config)
+        config = runner.config(file, {
+            "train.num_steps": args.steps, "train.eval_every": 0, "train.checkpoint_every": args.steps},
+            overrides)
+        workdir = runner.run_dir(args.workdir, name, f"{args.steps}steps")
+        method, state, _, _ = runner.train_and_load(config, workdir)
         recon = np.asarray(jax.jit(method.reconstruct)(state, damaged, None))  # deterministic
         fills[name] = np.where(hole, recon, damaged)
     mse = {name: float(np.mean((fill - x_test)[hole] ** 2)) for name, fill in fills.items()}

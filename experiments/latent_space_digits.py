@@ -4,7 +4,8 @@
 
 Trains the conv AE of configs/ae_digits.py and the conv VAE of
 configs/vae_digits.py, both with a 2-D code, for --steps steps with the
-runtime, then draws into ``experiments/figures/``:
+runtime (each in its own workdir under --workdir; a rerun reuses finished runs),
+loads them back, then draws into ``experiments/figures/``:
 
 - ``latent_codes_ae_vs_vae.png``: codes of the 360 test digits (AE: f(x);
   VAE: the posterior mean), coloured by label. The AE is free to spread its
@@ -26,28 +27,28 @@ to digits throughout.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
+import runner
 from matplotlib.figure import Figure
 
-import gen_jax
 from gen_jax import data as data_lib
-from gen_jax import registry, train, viz
+from gen_jax import viz
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = runner.REPO
 FIGURES = REPO / "experiments" / "figures"
 
 
-def fit(file: str, steps: int):
-    config = gen_jax.load_config(REPO / "configs" / file, **{
+def fit(file: str, steps: int, root: str):
+    """Trains ``configs/<file>`` with a 2-D code (or reuses the finished run); (config, method, state)."""
+    config = runner.config(file, {
         "model.latent_dim": 2, "train.num_steps": steps, "train.eval_every": 0,
         "train.checkpoint_every": steps})
-    with tempfile.TemporaryDirectory() as workdir:
-        state = train.train_and_evaluate(config, workdir)
-    return config, registry.build(config), state
+    method, state, config, _ = runner.train_and_load(
+        config, runner.run_dir(root, Path(file).stem, "latent2", f"{steps}steps"))
+    return config, method, state
 
 
 def tile(images: np.ndarray, nrow: int) -> np.ndarray:
@@ -55,14 +56,17 @@ def tile(images: np.ndarray, nrow: int) -> np.ndarray:
     return viz.image_grid(np.clip(images, 0, 1), nrow=nrow, value_range=(0.0, 1.0), upscale=1)[..., 0]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
-    args = parser.parse_args()
-    FIGURES.mkdir(parents=True, exist_ok=True)
+    parser.add_argument("--figures", default=str(FIGURES), help="directory of the two figures")
+    runner.add_workdir_flag(parser, "latent_space_digits")
+    args = parser.parse_args(argv)
+    figures = Path(args.figures)
+    figures.mkdir(parents=True, exist_ok=True)
 
-    ae_cfg, ae, ae_state = fit("ae_digits.py", args.steps)
-    vae_cfg, vae, vae_state = fit("vae_digits.py", args.steps)
+    ae_cfg, ae, ae_state = fit("ae_digits.py", args.steps, args.workdir)
+    vae_cfg, vae, vae_state = fit("vae_digits.py", args.steps, args.workdir)
     x_test, y_test = data_lib.load_split(ae_cfg, "test")
     x_train, _ = data_lib.load_split(ae_cfg, "train")
     xv_test, yv_test = data_lib.load_split(vae_cfg, "test")  # dequantized, as the VAE was trained
@@ -81,7 +85,7 @@ def main() -> None:
             for r in (1, 2):
                 ax.plot(r * np.cos(t), r * np.sin(t), c="0.5", lw=0.6, ls="--")
     fig.colorbar(sc, ax=fig.axes, ticks=range(10), label="digit")
-    fig.savefig(FIGURES / "latent_codes_ae_vs_vae.png", dpi=80)
+    fig.savefig(figures / "latent_codes_ae_vs_vae.png", dpi=80)
 
     rng = np.random.default_rng(0)
     lo_box, hi_box = ae_train_codes.min(0), ae_train_codes.max(0)
@@ -109,8 +113,8 @@ def main() -> None:
         ax.set_yticks([])
     fig.suptitle(f"Decoded codes, 2-D latent spaces ({args.steps} training steps each)", fontsize=11)
     fig.subplots_adjust(left=0.02, right=0.98, top=0.92, bottom=0.02, wspace=0.08, hspace=0.12)
-    fig.savefig(FIGURES / "latent_decoded_ae_vs_vae.png", dpi=90)
-    print(f"wrote {FIGURES / 'latent_codes_ae_vs_vae.png'} and {FIGURES / 'latent_decoded_ae_vs_vae.png'}")
+    fig.savefig(figures / "latent_decoded_ae_vs_vae.png", dpi=90)
+    print(f"wrote {figures / 'latent_codes_ae_vs_vae.png'} and {figures / 'latent_decoded_ae_vs_vae.png'}")
 
 
 if __name__ == "__main__":

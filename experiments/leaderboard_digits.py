@@ -11,7 +11,11 @@ of samples), and writes
   experiments/results/leaderboard_digits.png   a sample grid per family, side by side
 
 Real-data rows (held-out digits against the same training-split reference, and
-uniform noise) anchor the scale. Usage::
+uniform noise) anchor the scale. Every family trains through the runtime
+(gen_jax.train.train_and_evaluate) in ``<--workdirs>/<config>_<steps>steps_seed<seed>``:
+a rerun reuses the finished runs there (and re-evaluates them) and resumes
+interrupted ones; a workdir trained with another config is refused, never
+overwritten. Usage::
 
     python experiments/leaderboard_digits.py --steps=2000            # all families
     python experiments/leaderboard_digits.py --steps=50 --only=vae,gaussian
@@ -24,23 +28,19 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
-import sys
-import time
 import traceback
 from pathlib import Path
 
 import jax
 import numpy as np
+import runner
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from gen_jax import evaluate, registry, viz
+from gen_jax.errors import ConfigError
+from gen_jax.metrics import digits_metrics, to_unit_interval
+from gen_jax.metrics.digits_features import digits_split01, load_params
 
-from gen_jax import evaluate, registry, train, viz  # noqa: E402
-from gen_jax.config import load_config  # noqa: E402
-from gen_jax.errors import ConfigError  # noqa: E402
-from gen_jax.metrics import digits_metrics, to_unit_interval  # noqa: E402
-from gen_jax.metrics.digits_features import digits_split01, load_params  # noqa: E402
+REPO = runner.REPO
 
 GRID = 36  # samples per family in the figure (6 x 6)
 
@@ -69,18 +69,16 @@ def run_family(path: Path, args, root: Path) -> dict:
     if args.log_prob_samples:
         overrides["eval.log_prob_samples"] = args.log_prob_samples
     try:
-        config = load_config(path, **overrides)
+        config = runner.config(path.name, overrides)
         row["method"] = config.method
         registry.build(config)
     except ConfigError as e:
         return row | {"skipped": str(e).split(";")[0]}
-    workdir = root / path.stem
-    if workdir.exists():
-        shutil.rmtree(workdir)  # the same budget from scratch, never a resumed run
+    # The budget is in the name: another --steps or --seed trains in another workdir.
+    workdir = runner.run_dir(root, path.stem, f"{args.steps}steps", f"seed{args.seed}")
     try:
-        t0 = time.perf_counter()
-        state = train.train_and_evaluate(config, workdir)
-        row["train_seconds"] = time.perf_counter() - t0
+        _, state, _, timing = runner.train_and_load(config, workdir)
+        row["train_seconds"] = timing["seconds"]
         row["params"] = count_params(jax.device_get(state))
         result, samples = evaluate.evaluate_with_samples(config, workdir)
         grid = samples[:GRID]  # the first of the measured samples: no second sampler compile
@@ -177,7 +175,7 @@ def write_figure(rows: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=2000, help="training steps for every family")
     parser.add_argument("--seed", type=int, default=0)
@@ -185,9 +183,10 @@ def main() -> None:
     parser.add_argument("--log_prob_samples", type=int, default=0,
                         help="importance samples for bounds; 0 = each config's own")
     parser.add_argument("--only", default="", help="comma-separated families (config stems without _digits)")
-    parser.add_argument("--workdirs", default=str(REPO / "runs" / "leaderboard_digits"))
+    parser.add_argument("--workdirs", default=str(REPO / "runs" / "leaderboard_digits"),
+                        help="parent of the per-family workdirs (finished runs are reused)")
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "leaderboard_digits"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for name in ("absl", "orbax"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -2,7 +2,8 @@
 
     python experiments/mae_digits.py [--steps 3000]
 
-Trains configs/mae_digits.py with the runtime (--steps steps, seed 0), then
+Trains configs/mae_digits.py with the runtime (--steps steps, seed 0; in a workdir
+under --workdir, reused by a rerun), loads it back, then
 
 - draws ``experiments/figures/mae_reconstructions_digits.png``: for ten test
   digits, the original, and per mask ratio the masked input (hidden patches
@@ -22,36 +23,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+import runner
 from matplotlib.figure import Figure
 
-import gen_jax
 from gen_jax import data as data_lib
-from gen_jax import registry, train
 from gen_jax.autoencoders.mae import POOLS, linear_probe, logistic_probe
 from gen_jax.config import apply_overrides
 from gen_jax.nn.attention import unpatchify
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = runner.REPO
 RATIOS = (0.75, 0.85, 0.95)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--out", default=str(REPO / "experiments" / "mae_digits"))
-    args = parser.parse_args()
+    parser.add_argument("--figure",
+                        default=str(REPO / "experiments" / "figures" / "mae_reconstructions_digits.png"))
+    runner.add_workdir_flag(parser, "mae_digits")
+    args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    config = gen_jax.load_config(REPO / "configs" / "mae_digits.py", **{
+    config = runner.config("mae_digits.py", {
         "train.num_steps": args.steps, "train.eval_every": 0, "train.checkpoint_every": args.steps})
-    with tempfile.TemporaryDirectory() as workdir:
-        state = train.train_and_evaluate(config, workdir)
-    mae = registry.build(config)
+    mae, state, config, _ = runner.train_and_load(config, runner.run_dir(args.workdir, f"{args.steps}steps"))
     x_test, y_test = data_lib.load_split(config, "test")
 
     parts = jax.jit(mae.reconstruction_parts, static_argnames="mask_ratio")
@@ -85,7 +85,7 @@ def main() -> None:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
     fig.suptitle(f"MAE on 8x8 digits ({args.steps} steps): 2x2 patches hidden at random", fontsize=9)
     fig.subplots_adjust(left=0.15, right=0.99, top=0.93, bottom=0.01, wspace=0.05, hspace=0.05)
-    figure = REPO / "experiments" / "figures" / "mae_reconstructions_digits.png"
+    figure = Path(args.figure).resolve()
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=80)
 
@@ -115,7 +115,7 @@ def main() -> None:
         + "\nLinear probe: multinomial logistic regression (scikit-learn) on standardised frozen "
         "features (encoder tokens of whole images: their mean, the class token, or all 16 patch "
         "tokens flattened), C chosen on the validation split. "
-        f"Figure: `experiments/figures/{figure.name}`.\n")
+        f"Figure: `{figure.relative_to(REPO) if figure.is_relative_to(REPO) else figure}`.\n")
     print(out.with_suffix(".md").read_text())
 
 

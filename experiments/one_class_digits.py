@@ -14,9 +14,12 @@ error. Writes ``<out>.md`` (a table of per-class and mean AUROC) and
 ``<out>.json``.
 
 The models are the configs' own (configs/ae_digits.py, dae_digits.py,
-vae_digits.py, mae_digits.py) with ``train.num_steps = --steps`` and batch 64;
-one seed. Each Method is built once and its pure step jitted once, then reused
-for all ten classes (the config's data.classes does not change the network).
+vae_digits.py, mae_digits.py) with ``train.num_steps = --steps``, batch 64 and
+``seed = --seed``, each (model, class) trained through the runtime
+(gen_jax.train.train_and_evaluate: the CLI's batches and keys) in its own
+workdir under --workdir; a rerun reuses finished runs, and the two VAE rows
+share theirs. ``--smoke`` uses the configs' ``smoke`` variants (tiny networks),
+for checking the script end to end in seconds.
 """
 
 from __future__ import annotations
@@ -29,13 +32,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import runner
 
-import gen_jax
 from gen_jax import data as data_lib
-from gen_jax import registry
 from gen_jax.metrics import auroc
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = runner.REPO
 # name -> (config file, keyword arguments of anomaly_score)
 MODELS = {
     "AE": ("ae_digits.py", {}),
@@ -44,16 +46,6 @@ MODELS = {
     "VAE (-IWAE, K=100)": ("vae_digits.py", {"kind": "iwae", "num_samples": 100}),
     "MAE": ("mae_digits.py", {"num_masks": 16}),
 }
-
-
-def train_one_class(method, step_fn, init_fn, config, seed: int):
-    """Trains ``method`` on ``config``'s data (one class) with the runtime's key discipline."""
-    keys = dict(zip(("init", "train"), jax.random.split(jax.random.key(seed), 2), strict=True))
-    iterator = data_lib.make_train_iterator(config, seed)
-    state = init_fn(keys["init"], next(iterator))
-    for step in range(config.train.num_steps):
-        state, _ = step_fn(state, next(iterator), jax.random.fold_in(keys["train"], step))
-    return state
 
 
 def baseline_scores(x_train: np.ndarray, x_test: np.ndarray, components: int) -> dict[str, np.ndarray]:
@@ -67,7 +59,7 @@ def baseline_scores(x_train: np.ndarray, x_test: np.ndarray, components: int) ->
             f"PCA, {components} components": ((test - recon) ** 2).sum(1)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch_size", type=int, default=64)
@@ -75,35 +67,40 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--out", default=str(REPO / "experiments" / "one_class_digits"))
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="the configs' smoke variants (tiny networks): an end-to-end check")
+    runner.add_workdir_flag(parser, "one_class_digits")
+    args = parser.parse_args(argv)
 
-    overrides = {"train.num_steps": args.steps, "data.batch_size": args.batch_size}
+    overrides = {"train.num_steps": args.steps, "data.batch_size": args.batch_size, "seed": args.seed,
+                 "train.eval_every": 0, "train.checkpoint_every": args.steps}
+    variant = ":smoke" if args.smoke else ""
     results: dict[str, dict] = {}
-    trained: dict[tuple[str, int], object] = {}  # the two VAE rows share their trained models
     t_start = time.perf_counter()
     for name in args.models:
         file, score_kw = MODELS[name]
-        base = gen_jax.load_config(REPO / "configs" / file, **overrides)
-        method = registry.build(base)
-        step_fn, init_fn = jax.jit(method.train_step), jax.jit(method.init)
-        score_fn = jax.jit(functools.partial(method.anomaly_score, **score_kw))
-        x_test, y_test = data_lib.load_split(base, "test")  # the whole test split, all classes
-        per_class, t0 = {}, time.perf_counter()
+        per_class, t0, score_fn = {}, time.perf_counter(), None
+        # the whole test split, all classes
+        x_test, y_test = data_lib.load_split(runner.config(file + variant, overrides), "test")
         for k in args.classes:
-            config = gen_jax.load_config(REPO / "configs" / file, **overrides, **{"data.classes": (k,)})
-            if (file, k) not in trained:
-                trained[(file, k)] = train_one_class(method, step_fn, init_fn, config, args.seed)
-            scores = np.asarray(score_fn(trained[(file, k)], x_test, jax.random.key(10_000 + k)))
+            config = runner.config(file + variant, overrides, {"data.classes": (k,)})
+            # the two VAE rows train the same config: one workdir, trained once
+            workdir = runner.run_dir(args.workdir, Path(file).stem + variant.replace(":", "-"),
+                                     f"class{k}", f"{args.steps}steps", f"batch{args.batch_size}",
+                                     f"seed{args.seed}")
+            method, state, _, _ = runner.train_and_load(config, workdir)
+            if score_fn is None:  # compiled once per model: data.classes does not change the network
+                score_fn = jax.jit(functools.partial(method.anomaly_score, **score_kw))
+            scores = np.asarray(score_fn(state, x_test, jax.random.key(10_000 + k)))
             per_class[k] = auroc(scores, y_test != k)
             print(f"{name} class {k}: AUROC {per_class[k]:.3f}", flush=True)
         results[name] = {"per_class": per_class, "seconds": time.perf_counter() - t0,
                          "config": f"configs/{file}", "score": score_kw}
     # Reference rows on the same one-class splits (the AE config's [0, 1] pixels).
-    base = gen_jax.load_config(REPO / "configs" / "ae_digits.py")
+    base = runner.config("ae_digits.py")
     x_test, y_test = data_lib.load_split(base, "test")
     for k in args.classes:
-        x_k, _ = data_lib.load_split(gen_jax.load_config(REPO / "configs" / "ae_digits.py",
-                                                          **{"data.classes": (k,)}), "train")
+        x_k, _ = data_lib.load_split(runner.config("ae_digits.py", {"data.classes": (k,)}), "train")
         for name, scores in baseline_scores(x_k, x_test, 8).items():
             row = results.setdefault(name, {"per_class": {}, "config": "numpy baseline"})
             row["per_class"][k] = auroc(scores, y_test != k)
@@ -124,7 +121,8 @@ def main() -> None:
         f"Train on the ~125 training digits of class k for {args.steps} steps (batch "
         f"{args.batch_size}, seed {args.seed}, the configs' models and optimisers); score all 360 "
         "test digits; AUROC of the other classes (positives) against class k (negatives). "
-        f"Produced by `python experiments/one_class_digits.py --steps {args.steps}` in "
+        f"Produced by `python experiments/one_class_digits.py --steps {args.steps}"
+        f"{' --smoke' if args.smoke else ''}` in "
         f"{total / 60:.1f} min on {jax.default_backend().upper()}.\n\n" + header + rows)
     print(out.with_suffix(".md").read_text())
 

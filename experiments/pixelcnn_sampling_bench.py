@@ -2,9 +2,11 @@
 
 Image sizes 8x8 (the model of configs/pixelcnn_digits.py / gated_pixelcnn_digits.py,
 17 levels) and 28x28 (the model of configs/gated_pixelcnn_mnist.py, 256 levels).
-Each sampler is one compiled function (``lax.fori_loop`` over the H*W*C
-subpixels, one network pass each); untrained parameters time the same as
-trained ones. Runs unchanged on CPU, GPU or TPU (whatever jax.devices() has).
+Each sampler is the Method's own ``sample`` (registry.build of the config with
+``method`` set to the architecture; tfds' mock data stands in for a dataset not
+on disk), one compiled function (``lax.fori_loop`` over the H*W*C subpixels,
+one network pass each); untrained parameters time the same as trained ones.
+Runs unchanged on CPU, GPU or TPU (whatever jax.devices() has).
 
   python experiments/pixelcnn_sampling_bench.py [--sizes 8 28] [--archs pixelcnn gated]
 
@@ -17,63 +19,72 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
+import numpy as np
+import runner
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from gen_jax import load_config, registry
+from gen_jax.data import dataset_info
+from gen_jax.errors import DataError
 
-from gen_jax import load_config  # noqa: E402
-from gen_jax.autoregressive.heads import make_head  # noqa: E402
-from gen_jax.autoregressive.pixelcnn import autoregressive_sample, build_net  # noqa: E402
+REPO = runner.REPO
 
 # image size -> (config whose model section is used, number of levels)
 SETUPS = {8: ("gated_pixelcnn_digits.py", 17), 28: ("gated_pixelcnn_mnist.py", 256)}
 
 
+def build(config):
+    """The Method, as the runtime builds it; a tfds dataset that is not on disk is
+    replaced by mock data (only its shape and labels matter here)."""
+    try:
+        return registry.build(config, dataset_info(config.data))
+    except DataError:
+        import tensorflow_datasets as tfds
+
+        with tfds.testing.mock_data(num_examples=8):
+            return registry.build(config, dataset_info(config.data))
+
+
 def bench(arch: str, size: int, batch: int, repeats: int) -> dict:
     """Compiles and times one sampler; returns a result row."""
     config_name, levels = SETUPS[size]
-    model = load_config(REPO / "configs" / config_name).model
-    num_classes = 10 if arch == "gated" else 0  # class-conditional, as in the configs
-    head = make_head(model.head, levels, model.num_mixtures)
-    net = build_net(arch, model, 1, head.num_params, num_classes)
-    labels = jnp.arange(batch) % 10 if num_classes else None
-    x = jnp.zeros((1, size, size, 1))
-    params = net.init(jax.random.key(0), x, None if labels is None else labels[:1])["params"]
-
-    @jax.jit
-    def sample(params, rng):
-        fn = lambda k: net.apply({"params": params}, 2.0 * k / (levels - 1) - 1.0, labels)  # noqa: E731
-        return autoregressive_sample(fn, head, (batch, size, size, 1), rng)
+    # class-conditional Gated PixelCNN, unconditional PixelCNN, as in the configs
+    config = load_config(REPO / "configs" / config_name, **{
+        "method": "gated_pixelcnn" if arch == "gated" else "pixelcnn",
+        "model.conditional": arch == "gated"})
+    method = build(config)
+    assert method.num_levels == levels, (method.num_levels, levels)
+    x = np.zeros((1, size, size, 1), np.float32)
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x, "y": np.zeros((1,), np.int32)})
+    # labels: None cycles through the classes (0, 1, ..., 9, 0, ...)
+    sample = jax.jit(lambda state, rng: method.sample(state, rng, batch))
 
     t0 = time.perf_counter()
-    compiled = sample.lower(params, jax.random.key(1)).compile()
+    compiled = sample.lower(state, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(params, jax.random.key(1)))  # warm-up
+    jax.block_until_ready(compiled(state, jax.random.key(1)))  # warm-up
     t0 = time.perf_counter()
     for i in range(repeats):
-        out = compiled(params, jax.random.key(2 + i))
+        out = compiled(state, jax.random.key(2 + i))
     jax.block_until_ready(out)
     seconds = (time.perf_counter() - t0) / repeats
-    n_params = sum(p.size for p in jax.tree.leaves(params))
+    n_params = sum(p.size for p in jax.tree.leaves(state.params))
     return {"arch": arch, "size": f"{size}x{size}", "levels": levels, "batch": batch,
             "params": int(n_params), "network_passes": size * size, "compile_s": round(compile_s, 2),
             "seconds_per_batch": round(seconds, 3), "samples_per_sec": round(batch / seconds, 2)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 28], choices=sorted(SETUPS))
     parser.add_argument("--archs", nargs="+", default=["pixelcnn", "gated"], choices=["pixelcnn", "gated"])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "autoregressive_sampling"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = jax.devices()[0]
     kind = f"{device.platform}: {device.device_kind}"
     rows = []
