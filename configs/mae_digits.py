@@ -40,5 +40,10 @@ def get_config(arg=None):
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
     if opts.smoke:
-        smoke(config)
+        smoke(config, **_SMOKE)
     return config
+
+
+# One encoder and one decoder block (the blocks repeat; tests/autoencoders/test_mae.py trains deeper ones).
+_SMOKE = {"model.enc_dim": 16, "model.enc_depth": 1, "model.enc_heads": 2, "model.dec_dim": 16,
+          "model.dec_depth": 1, "model.dec_heads": 2}
