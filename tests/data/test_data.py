@@ -192,3 +192,14 @@ def test_eval_batches_cover_the_split_in_order_cut_to_the_device_multiple():
     assert sizes == [96, 96, 96, 56]  # each batch cut to a multiple of 8
     first = next(eval_batches(src, 100, 0, prep))
     np.testing.assert_array_equal(first["x"], src.get(np.arange(100))[0])
+
+
+def test_digits_are_scikit_learns_in_order_without_importing_it():
+    """The bundled CSV read directly equals ``load_digits`` row for row, labels included."""
+    from gen_jax.data.sources import _digits_arrays
+
+    x, y = _digits_arrays()
+    ref = load_digits()
+    assert x.shape == (1797, 8, 8, 1) and x.dtype == np.uint8 and y.dtype == np.int32
+    np.testing.assert_array_equal(x[..., 0], ref.images.astype(np.uint8))
+    np.testing.assert_array_equal(y, ref.target)
