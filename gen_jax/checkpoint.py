@@ -44,8 +44,13 @@ log = logging.getLogger(__name__)
 RESUMABLE_KEYS = (
     "train.num_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.num_grid_samples", "train.nonfinite",
-    "data.eval_batch_size", "data.data_dir", "eval.*", "sampler.*",
+    "data.eval_batch_size", "data.data_dir", "eval.*", "sampler.*", "runtime.*",
 )
+
+# Keys added since workdirs were first written, with what their absence meant: an
+# old checkpoint's config is compared as if it had them (so resuming an old workdir
+# with the new default is refused in one line, not failed inside the restore).
+ABSENT_MEANS = {"optim.flatten": False}
 
 
 def _allowed(key: str) -> bool:
@@ -69,9 +74,10 @@ def config_differences(saved: ml_collections.ConfigDict, config: ml_collections.
 
     A key present in only one of them is skipped: it was added or removed since
     the checkpoint was written, so the code reading it cannot have changed its
-    meaning for this run. ``allowed=False`` leaves out :data:`RESUMABLE_KEYS`.
+    meaning for this run; except the keys of :data:`ABSENT_MEANS`, whose absence
+    meant a value. ``allowed=False`` leaves out :data:`RESUMABLE_KEYS`.
     """
-    a, b = _flatten(saved), _flatten(config)
+    a, b = ({**ABSENT_MEANS, **_flatten(c)} for c in (saved, config))
     return [(k, a[k], b[k]) for k in sorted(set(a) & set(b))
             if a[k] != b[k] and (allowed or not _allowed(k))]
 

@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.b2 = 0.999
     config.optim.weight_decay = 0.0
     config.optim.grad_clip = 0.0        # global-norm clip; 0 = off
+    config.optim.flatten = True         # update one flat vector (compiles ~2x faster)
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = 1000
@@ -56,6 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.ema_decay = 0.0        # 0 = no EMA parameters
     config.train.nonfinite = "raise"    # "raise" | "skip" the update
     config.train.num_grid_samples = 64
+
+    config.runtime = ml_collections.ConfigDict()
+    # JAX's persistent compilation cache in $GEN_JAX_CACHE/xla or ~/.cache/gen_jax/xla
+    # (gen_jax/compilation_cache.py); JAX_COMPILATION_CACHE_DIR, when set, wins.
+    config.runtime.compilation_cache = True
 
     config.eval = ml_collections.ConfigDict()
     config.eval.num_samples = 1000      # samples drawn by --mode=eval

@@ -69,11 +69,12 @@ def _quiet_libraries() -> None:
 
 def _load_config(mode: str):
     from gen_jax.config import upgrade_config, validate_config
-    from gen_jax.train import workdir_config
 
     config = _CONFIG.value
     if config is None:
         if mode != "train" and (Path(_WORKDIR.value) / "config.json").exists():
+            from gen_jax.train import workdir_config
+
             return workdir_config(_WORKDIR.value)
         from gen_jax.config import load_config
 
@@ -89,8 +90,6 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _quiet_libraries()
-    from gen_jax import evaluate, train
-    from gen_jax.checkpoint import disk_error, free_space
     from gen_jax.errors import (
         EXIT_BAD_INPUT,
         EXIT_INTERRUPTED,
@@ -110,6 +109,10 @@ def main(argv: list[str]) -> None:
             raise ConfigError(f"--resume_step={_RESUME.value}: a checkpoint step (>= 0), "
                               "in --mode=train only")
         config = _load_config(mode)
+        # JAX, Flax, Orbax and the families are imported only now: a bad flag or
+        # config value above is one line in about a second, not after 3-4 s of imports.
+        from gen_jax import evaluate, train
+
         if mode == "train":
             state = train.train_and_evaluate(config, _WORKDIR.value, resume_step=_RESUME.value)
             print(f"trained to step {int(state.step)}; outputs in {_WORKDIR.value}")
@@ -135,6 +138,8 @@ def main(argv: list[str]) -> None:
             _exit_now(EXIT_BAD_INPUT)
         sys.exit(EXIT_BAD_INPUT)
     except Exception as e:
+        from gen_jax.checkpoint import disk_error, free_space
+
         err = disk_error(e)
         if err is None:
             raise

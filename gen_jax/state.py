@@ -89,4 +89,11 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Gr
             f"unknown optimizer {optim.name!r}; known: adam, adamw, sgd, rmsprop")
     if optim.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip), tx)
+    # One flat vector for the optimizer's elementwise update in place of one update per
+    # parameter array: the same numbers (the clip's norm summed in another order),
+    # and a train step XLA compiles in about half the time (DDPM UNet of the
+    # ddpm_digits smoke config, 114 arrays: 6.0 -> 3.0 CPU-s). Workdirs written
+    # before this key existed keep their per-array optimizer state.
+    if optim.get("flatten", False):
+        tx = optax.flatten(tx)
     return tx
