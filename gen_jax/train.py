@@ -26,6 +26,7 @@ from gen_jax import checkpoint as ckpt_lib
 from gen_jax import data as data_lib
 from gen_jax import parallel, registry, viz
 from gen_jax.checkpoint import Checkpointer, resume_hint
+from gen_jax.compilation_cache import enable_compilation_cache
 from gen_jax.config import config_from_json, config_to_json, validate_config
 from gen_jax.errors import CheckpointError, Interrupted, NonFiniteError
 from gen_jax.workdir import WorkdirLock, check_writable, remove_if_unused, write_atomic
@@ -69,6 +70,7 @@ def setup(config: ml_collections.ConfigDict | None, workdir: str | Path) -> Run:
     if config is None:
         config = workdir_config(workdir)
     validate_config(config)
+    enable_compilation_cache(config)
     info = data_lib.dataset_info(config.data)
     method = registry.build(config, info)
     mesh = parallel.make_mesh()

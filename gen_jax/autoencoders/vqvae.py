@@ -29,7 +29,7 @@ import ml_collections
 
 from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
-from gen_jax.nn import upsample_block
+from gen_jax.nn import Conv, upsample_block
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
@@ -164,8 +164,8 @@ class VQResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.Conv(self.features, (3, 3))(nn.relu(x))
-        return x + nn.Conv(x.shape[-1], (1, 1))(nn.relu(h))
+        h = Conv(self.features, (3, 3))(nn.relu(x))
+        return x + Conv(x.shape[-1], (1, 1))(nn.relu(h))
 
 
 class VQEncoder(nn.Module):
@@ -178,12 +178,12 @@ class VQEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.Conv(self.channels, (3, 3))(x)
+        h = Conv(self.channels, (3, 3))(x)
         for _ in range(self.downsample):
-            h = nn.Conv(self.channels, (4, 4), strides=(2, 2))(nn.relu(h))
+            h = Conv(self.channels, (4, 4), strides=(2, 2))(nn.relu(h))
         for i in range(self.num_res):
             h = VQResBlock(self.channels // 2, name=f"ResBlock_{i}")(h)
-        return nn.Conv(self.out_dim, (1, 1))(nn.relu(h))
+        return Conv(self.out_dim, (1, 1))(nn.relu(h))
 
 
 class VQDecoder(nn.Module):
@@ -197,12 +197,12 @@ class VQDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
-        h = nn.Conv(self.channels, (3, 3))(z)
+        h = Conv(self.channels, (3, 3))(z)
         for i in range(self.num_res):
             h = VQResBlock(self.channels // 2, name=f"ResBlock_{i}")(h)
         for _ in range(self.upsample):
             h = upsample_block(nn.relu(h), self.channels, self.mode)
-        return nn.Conv(self.out_dim, (3, 3))(nn.relu(h))
+        return Conv(self.out_dim, (3, 3))(nn.relu(h))
 
 
 class VQVAENet(nn.Module):

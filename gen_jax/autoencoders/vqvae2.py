@@ -18,6 +18,7 @@ import ml_collections
 
 from gen_jax.autoencoders.vqvae import VectorQuantizer, VQDecoder, VQEncoder, VQMethod
 from gen_jax.data import DataInfo
+from gen_jax.nn import Conv
 from gen_jax.registry import register
 
 
@@ -40,7 +41,7 @@ class VQVAE2Net(nn.Module):
         self.enc_t = VQEncoder(c, r, d, 1)
         self.vq_top = VectorQuantizer(self.num_codes, d, self.ema)
         self.dec_t = VQDecoder(c, r, d, 1, self.upsample_mode)
-        self.pre_b = nn.Conv(d, (1, 1))
+        self.pre_b = Conv(d, (1, 1))
         self.vq_bottom = VectorQuantizer(self.num_codes, d, self.ema)
         self.up_t = VQDecoder(c, 0, d, 1, self.upsample_mode)
         self.dec = VQDecoder(c, r, self.out_channels, self.downsample, self.upsample_mode)

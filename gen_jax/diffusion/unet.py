@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen_jax.nn import Conv
+
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
     """Sinusoidal embedding of (possibly fractional) timesteps (Vaswani et al., 2017), (B,) -> (B, dim)."""
@@ -50,11 +52,11 @@ class TimeResBlock(nn.Module):
     def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
         dt = self.dtype
         h = nn.silu(nn.GroupNorm(_groups(x.shape[-1], self.groups), dtype=dt)(x))
-        h = nn.Conv(self.out_ch, (3, 3), dtype=dt)(h)
+        h = Conv(self.out_ch, (3, 3), dtype=dt)(h)
         h = h + nn.Dense(self.out_ch, dtype=dt)(nn.silu(temb))[:, None, None, :]
         h = nn.silu(nn.GroupNorm(_groups(self.out_ch, self.groups), dtype=dt)(h))
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = nn.Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros, dtype=dt)(h)
+        h = Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros, dtype=dt)(h)
         if x.shape[-1] != self.out_ch:
             x = nn.Dense(self.out_ch, dtype=dt)(x)  # the 1x1 "NIN" shortcut
         return x + h
@@ -129,7 +131,7 @@ class DDPMUNet(nn.Module):
             if y is None:
                 y = jnp.full((x.shape[0],), self.num_classes, jnp.int32)
             temb = temb + nn.Embed(self.num_classes + 1, 4 * self.ch)(y)
-        h = nn.Conv(self.ch, (3, 3), dtype=dt)(x)
+        h = Conv(self.ch, (3, 3), dtype=dt)(x)
         hs = [h]
         levels = len(self.ch_mult)
         for i, mult in enumerate(self.ch_mult):
@@ -139,7 +141,7 @@ class DDPMUNet(nn.Module):
                     h = AttnBlock(self.groups, dt)(h)
                 hs.append(h)
             if i != levels - 1:
-                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), dtype=dt)(h)
+                h = Conv(h.shape[-1], (3, 3), strides=(2, 2), dtype=dt)(h)
                 hs.append(h)
         h = res_block(h.shape[-1])(h, temb, train)
         h = AttnBlock(self.groups, dt)(h)
@@ -153,9 +155,9 @@ class DDPMUNet(nn.Module):
                 # Nearest-neighbour 2x upsampling as a repeat: same values as
                 # jax.image.resize(method="nearest"), cheaper to compile and differentiate.
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-                h = nn.Conv(h.shape[-1], (3, 3), dtype=dt)(h)
+                h = Conv(h.shape[-1], (3, 3), dtype=dt)(h)
         h = nn.silu(nn.GroupNorm(_groups(h.shape[-1], self.groups), dtype=dt)(h))
-        out = nn.Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros, dtype=dt)(h)
+        out = Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros, dtype=dt)(h)
         return out.astype(jnp.float32)
 
 

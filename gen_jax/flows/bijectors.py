@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen_jax.nn import Conv
+
 Array = jax.Array
 
 
@@ -287,7 +289,7 @@ class Split(Bijector):
             x2, ld_inner = b, None
         if self.learned_prior:
             if x.ndim == 4:
-                h = nn.Conv(2 * (c // 2), (3, 3), kernel_init=nn.initializers.zeros, name="prior")(x2)
+                h = Conv(2 * (c // 2), (3, 3), kernel_init=nn.initializers.zeros, name="prior")(x2)
             else:
                 h = nn.Dense(2 * (c // 2), kernel_init=nn.initializers.zeros, name="prior")(x2)
             mu, log_std = h[..., :c // 2], h[..., c // 2:]

@@ -20,6 +20,7 @@ import numpy as np
 
 from gen_jax.errors import ConfigError
 from gen_jax.flows.bijectors import Bijector, sum_except_batch
+from gen_jax.nn import Conv
 from gen_jax.nn.attention import TransformerBlock
 
 Array = jax.Array
@@ -81,11 +82,11 @@ class ConvTrunk(nn.Module):
 
     @nn.compact
     def __call__(self, h: Array) -> Array:
-        h = nn.Conv(self.hidden, (3, 3))(h)
+        h = Conv(self.hidden, (3, 3))(h)
         for _ in range(self.num_blocks):
-            r = nn.Conv(self.hidden, (3, 3))(nn.relu(h))
-            h = h + nn.Conv(self.hidden, (3, 3))(nn.relu(r))
-        return nn.relu(nn.Conv(self.hidden, (1, 1))(nn.relu(h)))
+            r = Conv(self.hidden, (3, 3))(nn.relu(h))
+            h = h + Conv(self.hidden, (3, 3))(nn.relu(r))
+        return nn.relu(Conv(self.hidden, (1, 1))(nn.relu(h)))
 
 
 class GatedAttentionTrunk(nn.Module):
@@ -100,10 +101,10 @@ class GatedAttentionTrunk(nn.Module):
 
     @nn.compact
     def __call__(self, h: Array) -> Array:
-        h = nn.Conv(self.hidden, (3, 3))(h)
+        h = Conv(self.hidden, (3, 3))(h)
         for _ in range(self.num_blocks):
-            r = nn.Conv(self.hidden, (3, 3))(nn.elu(h))
-            a, g = jnp.split(nn.Conv(2 * self.hidden, (3, 3))(nn.elu(r)), 2, axis=-1)
+            r = Conv(self.hidden, (3, 3))(nn.elu(h))
+            a, g = jnp.split(Conv(2 * self.hidden, (3, 3))(nn.elu(r)), 2, axis=-1)
             h = nn.LayerNorm()(h + a * jax.nn.sigmoid(g))
             if self.num_heads:
                 n, hh, ww, c = h.shape

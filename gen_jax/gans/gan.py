@@ -148,6 +148,8 @@ class GAN:
                                                      self.num_classes, m.projection)
         else:
             raise ConfigError(f"model.arch must be 'mlp' or 'dcgan', got {m.arch!r}")
+        # The k D steps as straight-line code (True) or a loop (False): same results.
+        self.unroll_d_steps = True
         self.g_tx = make_optimizer(config.optim, config.train.num_steps)
         self.d_tx = d_optimizer(config, config.train.num_steps * self.k)
 
@@ -223,7 +225,8 @@ class GAN:
         return GANState(step=jnp.zeros((), jnp.int32), g=g, d=d)
 
     def train_step(self, state: GANState, batch: dict, rng: jax.Array):
-        """``gan.d_steps`` D updates (lax.scan over chunks of the batch), then one G update.
+        """``gan.d_steps`` D updates (lax.scan over chunks of the batch, unrolled unless
+        ``unroll_d_steps`` is False), then one G update.
 
         The keys are ``split(rng, d_steps + 1)``: one per D step, the last for G.
         """
@@ -237,7 +240,11 @@ class GAN:
             xk, yk, key = inp
             return self.d_update(st, xk, yk, key)
 
-        state, d_metrics = jax.lax.scan(body, state, (xs, ys, keys[:self.k]))
+        # Unrolled: XLA:CPU runs conv weight gradients inside a while-loop body through a
+        # naive loop emitter (~50x slower; experiments/results/conv_crossover.md), and
+        # gan.d_steps is small, so compile time grows little.
+        state, d_metrics = jax.lax.scan(body, state, (xs, ys, keys[:self.k]),
+                                        unroll=self.unroll_d_steps)
         state, g_metrics = self.g_update(state, None if ys is None else ys[-1], keys[self.k], n)
         metrics = {k: v.mean() for k, v in d_metrics.items()} | g_metrics
         metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]  # both finite, for the runtime's check

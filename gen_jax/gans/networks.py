@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax.errors import ConfigError
-from gen_jax.nn import get_activation, upsample_block
+from gen_jax.nn import Conv, get_activation, upsample_block
 from gen_jax.nn.spectral_norm import SNConv, SNDense
 from gen_jax.value_range import ValueRange
 
@@ -43,7 +43,7 @@ def _dense(x: jax.Array, features: int, sn: bool, update: bool) -> jax.Array:
 def _conv(x: jax.Array, features: int, kernel: int, stride: int, sn: bool, update: bool) -> jax.Array:
     if sn:
         return SNConv(features, (kernel, kernel), (stride, stride))(x, update)
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride))(x)
+    return Conv(features, (kernel, kernel), strides=(stride, stride))(x)
 
 
 def to_range(h: jax.Array, value_range: tuple[float, float] | None) -> jax.Array:
@@ -193,7 +193,7 @@ class UNetGenerator(nn.Module):
                               "(one halving per entry of model.g_channels)")
         skips, h = [], x
         for i, c in enumerate(self.channels):
-            h = nn.Conv(c, (4, 4), strides=(2, 2))(h)
+            h = Conv(c, (4, 4), strides=(2, 2))(h)
             # No normalization on the first layer nor at the bottleneck (1x1 for
             # small images, where instance statistics would be degenerate).
             if 0 < i < len(self.channels) - 1:

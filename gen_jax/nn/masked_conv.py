@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_jax.errors import ConfigError
+from gen_jax.nn.conv import conv_general_dilated
 
 MASK_KINDS = ("full", "vertical", "horizontal")
 
@@ -119,7 +120,7 @@ class MaskedConv(nn.Module):
         fan_in = max(float(mask.sum(axis=(0, 1, 2)).mean()), 1.0)
         init = nn.initializers.normal(stddev=float(np.sqrt(1.0 / fan_in)))
         kernel = self.param("kernel", init, (kh, kw, in_features, self.features))
-        y = jax.lax.conv_general_dilated(
+        y = conv_general_dilated(
             x, kernel * jnp.asarray(mask, kernel.dtype), window_strides=(1, 1), padding="SAME",
             dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if self.use_bias:

@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen_jax.nn.conv import conv_general_dilated
+
 _EPS = 1e-12
 
 
@@ -100,6 +102,6 @@ class SNConv(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         w = spectral_normalize(self, kernel, update, self.n_iters)
-        y = jax.lax.conv_general_dilated(x, w, tuple(self.strides), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv_general_dilated(x, w, tuple(self.strides), "SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y + bias
