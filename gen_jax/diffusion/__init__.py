@@ -1,16 +1,30 @@
-"""Diffusion family: schedules, DDPM / improved DDPM, samplers (DDIM, DPM-Solver), score SDEs.
+"""Diffusion family: schedules, DDPM / improved DDPM, samplers (DDIM, DPM-Solver), score SDEs,
+EDM and flow matching.
 
 Importing this package registers the Methods "ddpm" (ddpm.py; improved DDPM and
-classifier-free guidance are options of it) and "score_sde" (sde.py).
+classifier-free guidance are options of it), "score_sde" (sde.py), "edm" (edm.py)
+and "flow_matching" (flow_matching.py).
 
 Public: :func:`schedules.get_schedule`, :func:`samplers.sample`, the process
 functions in :mod:`process`, the losses in :mod:`losses`, :class:`unet.DDPMUNet`,
 and the SDEs, samplers and likelihood of :mod:`sde`.
 """
 
-from gen_jax.diffusion import ddpm, losses, ode, process, samplers, schedules, score_sde, sde, unet  # noqa: F401
+from gen_jax.diffusion import (  # noqa: F401
+    ddpm,
+    edm,
+    flow_matching,
+    losses,
+    ode,
+    process,
+    samplers,
+    schedules,
+    score_sde,
+    sde,
+    unet,
+)
 from gen_jax.diffusion.samplers import sample
 from gen_jax.diffusion.schedules import Schedule, get_schedule
 
-__all__ = ["Schedule", "ddpm", "get_schedule", "losses", "ode", "process", "sample", "samplers",
-           "score_sde", "sde", "schedules", "unet"]
+__all__ = ["Schedule", "ddpm", "edm", "flow_matching", "get_schedule", "losses", "ode", "process", "sample",
+           "samplers", "score_sde", "sde", "schedules", "unet"]

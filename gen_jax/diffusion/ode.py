@@ -1,9 +1,10 @@
-"""ODE integrators over pytrees: fixed-step RK4 and Heun (lax.scan), and adaptive
-Dormand-Prince RK45 with error control (lax.while_loop).
+"""ODE integrators over pytrees: fixed-step Euler, Heun and RK4 (lax.scan), and adaptive
+Dormand-Prince RK45 with error control (lax.while_loop); :func:`integrate` picks one
+by name, and :func:`log_prob_by_ode` is the instantaneous change of variables.
 
-Used by the probability-flow ODE of score SDEs (sampling and likelihood). The
-state may be any pytree of float arrays; the adaptive solver uses one step size
-for the whole pytree (the error norm is an RMS over all of it).
+Used by the probability-flow ODE of score SDEs and by flow matching (sampling and
+likelihood). The state may be any pytree of float arrays; the adaptive solver uses
+one step size for the whole pytree (the error norm is an RMS over all of it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import jax
 import jax.numpy as jnp
 
 OdeFn = Callable[[Any, jax.Array], Any]  # f(y, t) -> dy/dt, t a float32 scalar
+
+SOLVERS = ("euler", "heun", "rk4", "rk45")
+FIXED_STEP_NFE = {"euler": 1, "heun": 2, "rk4": 4}  # vector-field calls per fixed step
+DIVERGENCES = ("rademacher", "gaussian", "exact")
 
 
 def _axpy(y: Any, *terms: tuple[float | jax.Array, Any]) -> Any:
@@ -125,3 +130,79 @@ def odeint_rk45(f: OdeFn, y0: Any, t0: float, t1: float, rtol: float = 1e-5, ato
             jnp.int32(0))
     _, y, _, _, nfe, steps, rej = jax.lax.while_loop(cond, body, init)
     return y, {"nfe": nfe, "steps": steps, "rejected": rej}
+
+
+def integrate(f: OdeFn, y0: Any, t0: float, t1: float, solver: str, num_steps: int = 100,
+              rtol: float = 1e-5, atol: float = 1e-5) -> tuple[Any, dict]:
+    """Integrates dy/dt = f(y, t) from t0 to t1 with the solver named ``solver``.
+
+    Args:
+      solver: "euler", "heun" or "rk4" (``num_steps`` equal steps) or "rk45"
+        (adaptive, ``rtol`` / ``atol``).
+
+    Returns:
+      (y(t1), {"nfe": vector-field evaluations, an int32 scalar}).
+    """
+    if solver == "rk45":  # info also has the accepted and rejected step counts
+        return odeint_rk45(f, y0, t0, t1, rtol=rtol, atol=atol)
+    if solver in FIXED_STEP_NFE:
+        return odeint_fixed(f, y0, t0, t1, num_steps, solver), {
+            "nfe": jnp.int32(num_steps * FIXED_STEP_NFE[solver])}
+    raise ValueError(f"unknown ODE solver {solver!r}; known: {', '.join(SOLVERS)}")
+
+
+def divergence_fn(f: OdeFn, x: jax.Array, key: jax.Array,
+                  kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """``div(y, t)``: ∇·f(y, t) per example (batch-leading y shaped like ``x``).
+
+    "exact" builds each example's Jacobian (fine for low-dimensional data); "rademacher"
+    / "gaussian" are Hutchinson's estimator vᵀ (∂f/∂y) v by one JVP, with one probe v
+    drawn from ``key`` and fixed along the trajectory (Grathwohl et al., 2019).
+    """
+    b = x.shape[0]
+    if kind == "exact":
+        shape = x.shape[1:]
+
+        def div(y, t):
+            def single(yi):
+                fi = lambda v: f(v.reshape(1, *shape), t).reshape(-1)  # noqa: E731
+                return jnp.trace(jax.jacfwd(fi)(yi.reshape(-1)))
+            return jax.vmap(single)(y)
+        return div
+    if kind in ("rademacher", "gaussian"):
+        probe = (jax.random.rademacher(key, x.shape, jnp.float32) if kind == "rademacher"
+                 else jax.random.normal(key, x.shape))
+
+        def div(y, t):
+            _, jvp = jax.jvp(lambda v: f(v, t), (y,), (probe,))
+            return jnp.sum((jvp * probe).reshape(b, -1), -1)
+        return div
+    raise ValueError(f"unknown divergence {kind!r}; known: {', '.join(DIVERGENCES)}")
+
+
+def log_prob_by_ode(f: OdeFn, x: jax.Array, key: jax.Array, t0: float, t1: float,
+                    prior_log_prob: Callable[[jax.Array], jax.Array], divergence: str = "rademacher",
+                    solver: str = "rk45", num_steps: int = 100, rtol: float = 1e-5,
+                    atol: float = 1e-5) -> tuple[jax.Array, dict]:
+    """log p_{t0}(x) per example by the instantaneous change of variables (Chen et al., 2018):
+    for dy/dt = f(y, t) carrying p_{t0} to p_{t1},
+    log p_{t0}(y(t0)) = log p_{t1}(y(t1)) + ∫_{t0}^{t1} ∇·f(y(t), t) dt.
+
+    Args:
+      f: the vector field; x: the points (batch-leading) at time t0.
+      key: the Hutchinson probe's key (unused by "exact").
+      prior_log_prob: log p_{t1}, per example.
+      divergence: see :func:`divergence_fn`; solver, num_steps, rtol, atol: see :func:`integrate`.
+
+    Returns:
+      (log-likelihoods (batch,), {"nfe": ...}).
+    """
+    div = divergence_fn(f, x, key, divergence)
+
+    def aug(state, t):
+        y, _ = state
+        return f(y, t), div(y, t)
+
+    (y1, delta), info = integrate(aug, (x, jnp.zeros((x.shape[0],), jnp.float32)), t0, t1, solver,
+                                  num_steps, rtol, atol)
+    return prior_log_prob(y1) + delta, info

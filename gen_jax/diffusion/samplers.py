@@ -127,6 +127,23 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
+def resolve_options(sampler: str, specs: dict[str, Option], options: dict[str, Any]) -> dict:
+    """``options`` checked against a sampler's typed ``specs``, every one resolved to a
+    typed value or its default (None = the default). Shared by the samplers of every
+    diffusion Method (this registry's, EDM's, flow matching's).
+
+    Raises:
+      ConfigError: an unknown option (the message lists the valid ones), or a mistyped
+        or out-of-range value.
+    """
+    unknown = sorted(set(options) - set(specs))
+    if unknown:
+        raise ConfigError(f"unknown options {unknown} for sampler {sampler!r}; valid: "
+                          f"{', '.join(sorted(specs))}")
+    return {k: (o.default if options.get(k) is None else o.check(sampler, k, options[k]))
+            for k, o in specs.items()}
+
+
 def check_options(method: str, num_steps: int | None, num_timesteps: int, **options: Any) -> tuple[int, dict]:
     """Validates a sampler call before anything is traced (a Method calls this when built).
 
@@ -144,12 +161,7 @@ def check_options(method: str, num_steps: int | None, num_timesteps: int, **opti
         ``num_steps`` outside [1, max] for this model (the message names both).
     """
     spec = get_sampler(method)
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise ConfigError(f"unknown options {unknown} for sampler {method!r}; valid: "
-                          f"{', '.join(sorted(spec.options))}")
-    resolved = {k: (o.default if options.get(k) is None else o.check(method, k, options[k]))
-                for k, o in spec.options.items()}
+    resolved = resolve_options(method, spec.options, options)
     n = spec.default_steps(num_timesteps) if num_steps is None else num_steps
     top = spec.max_steps(num_timesteps)
     if isinstance(n, bool) or not float(n).is_integer() or not 1 <= n <= top:

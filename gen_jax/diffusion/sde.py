@@ -200,16 +200,6 @@ def ode_drift(score_fn: ScoreFn, sde: SDE) -> Callable[[jax.Array, jax.Array], j
     return fn
 
 
-def _integrate(field, y0, t0: float, t1: float, solver: str, num_steps: int, rtol: float,
-               atol: float):
-    if solver == "rk45":
-        return ode.odeint_rk45(field, y0, t0, t1, rtol=rtol, atol=atol)
-    if solver in ("rk4", "heun"):
-        return ode.odeint_fixed(field, y0, t0, t1, num_steps, solver), {
-            "nfe": jnp.int32(num_steps * (4 if solver == "rk4" else 2))}
-    raise ConfigError(f"unknown ODE solver {solver!r}; known: {', '.join(ODE_SOLVERS)}")
-
-
 def ode_sample(score_fn: ScoreFn, sde: SDE, shape: tuple[int, ...], key: jax.Array,
                solver: str = "rk45", num_steps: int = 100, rtol: float = 1e-5,
                atol: float = 1e-5, z: jax.Array | None = None) -> tuple[jax.Array, dict]:
@@ -220,7 +210,7 @@ def ode_sample(score_fn: ScoreFn, sde: SDE, shape: tuple[int, ...], key: jax.Arr
     """
     if z is None:
         z = sde.prior_std() * jax.random.normal(key, shape)
-    return _integrate(ode_drift(score_fn, sde), z, 1.0, sde.t_eps, solver, num_steps, rtol, atol)
+    return ode.integrate(ode_drift(score_fn, sde), z, 1.0, sde.t_eps, solver, num_steps, rtol, atol)
 
 
 def ode_log_prob(score_fn: ScoreFn, sde: SDE, x: jax.Array, key: jax.Array,
@@ -236,30 +226,5 @@ def ode_log_prob(score_fn: ScoreFn, sde: SDE, x: jax.Array, key: jax.Array,
     Returns:
       (log-likelihoods (batch,), {"nfe": ...}).
     """
-    field = ode_drift(score_fn, sde)
-    b = x.shape[0]
-    if divergence == "exact":
-        flat_shape = x.shape[1:]
-
-        def div(y, t):
-            def single(yi):
-                fi = lambda v: field(v.reshape(1, *flat_shape), t).reshape(-1)  # noqa: E731
-                return jnp.trace(jax.jacfwd(fi)(yi.reshape(-1)))
-            return jax.vmap(single)(y)
-    elif divergence in ("rademacher", "gaussian"):
-        probe = (jax.random.rademacher(key, x.shape, jnp.float32) if divergence == "rademacher"
-                 else jax.random.normal(key, x.shape))
-
-        def div(y, t):
-            _, jvp = jax.jvp(lambda v: field(v, t), (y,), (probe,))
-            return jnp.sum((jvp * probe).reshape(b, -1), -1)
-    else:
-        raise ConfigError(f"unknown divergence {divergence!r}; known: {', '.join(DIVERGENCES)}")
-
-    def aug(state, t):
-        y, _ = state
-        return field(y, t), div(y, t)
-
-    (x1, delta), info = _integrate(aug, (x, jnp.zeros((b,), jnp.float32)), sde.t_eps, 1.0, solver,
-                                   num_steps, rtol, atol)
-    return sde.prior_log_prob(x1) + delta, info
+    return ode.log_prob_by_ode(ode_drift(score_fn, sde), x, key, sde.t_eps, 1.0, sde.prior_log_prob,
+                               divergence, solver, num_steps, rtol, atol)
