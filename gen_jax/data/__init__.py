@@ -1,4 +1,5 @@
-"""Data: sources (digits, toy 2-D, tfds), preprocessing and the batch iterator.
+"""Data: sources (digits, toy 2-D, images bundled with scikit-image, tfds),
+preprocessing and the batch iterator.
 
 Public: :func:`load_split`, :func:`dataset_info`, :func:`make_train_iterator`,
 :func:`make_eval_batches`.

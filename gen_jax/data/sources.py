@@ -128,10 +128,12 @@ def _toy(name: str, split: str, data: ml_collections.ConfigDict) -> ArraySource:
 
 
 def known_datasets() -> list[str]:
-    """Names accepted as ``data.name`` (tfds datasets as ``tfds:<name>``)."""
+    """Names accepted as ``data.name`` (tfds datasets as ``tfds:<name>``; one bundled
+    image or image file as ``image:<name>``, see gen_jax/data/bundled.py)."""
     from gen_jax.data.toy2d import TOY2D_NAMES
 
-    return ["digits", *TOY2D_NAMES, "tfds:<name>"]
+    return ["digits", *TOY2D_NAMES, "faces100", "patches", "image:<name>", "defects:<category>",
+            "tfds:<name>"]
 
 
 def get_source(data: ml_collections.ConfigDict, split: str):
@@ -153,6 +155,16 @@ def get_source(data: ml_collections.ConfigDict, split: str):
         source = _digits(split)
     elif name in TOY2D_NAMES:
         source = _toy(name, split, data)
+    elif name in ("faces100", "patches") or name.startswith("image:"):
+        from gen_jax.data import bundled
+
+        build = {"faces100": bundled.faces100_source, "patches": bundled.patches_source}.get(
+            name, bundled.single_image_source)
+        source = build(data, split)
+    elif name.startswith("defects:"):
+        from gen_jax.anomaly.benchmark import defects_source
+
+        source = defects_source(data, split)
     elif name.startswith("tfds:"):
         from gen_jax.data.tfds_source import tfds_source
 
