@@ -16,7 +16,7 @@ from gen_jax.errors import ConfigError
 
 # Family packages whose import registers their Methods. A new family adds itself here.
 _FAMILY_MODULES = ("gen_jax.autoencoders", "gen_jax.classical", "gen_jax.autoregressive",
-                   "gen_jax.gans", "gen_jax.flows", "gen_jax.diffusion")
+                   "gen_jax.gans", "gen_jax.flows", "gen_jax.diffusion", "gen_jax.anomaly")
 
 _FACTORIES: dict[str, Callable[[ml_collections.ConfigDict, Any], "Method"]] = {}
 
@@ -83,6 +83,15 @@ class HasAnomalyScore(Protocol):
     """``anomaly_score(state, x, rng)``: one score per example, higher = more anomalous."""
 
     def anomaly_score(self, state: Any, x: jax.Array, rng: jax.Array) -> jax.Array:
+        ...
+
+
+@runtime_checkable
+class HasAnomalyMap(Protocol):
+    """``anomaly_map(state, x, rng)``: per-pixel scores (N, H, W) of NHWC images ``x``,
+    higher = more anomalous (localization; :class:`HasAnomalyScore` is the image score)."""
+
+    def anomaly_map(self, state: Any, x: jax.Array, rng: jax.Array) -> jax.Array:
         ...
 
 

@@ -329,6 +329,12 @@ class Autoencoder:
         """
         return self._squared_error(state.eval_params, x)
 
+    def anomaly_map(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """Per-pixel squared reconstruction error summed over channels, (N, H, W) for NHWC
+        images: the terms :meth:`anomaly_score` adds up. Deterministic: ``rng`` is unused."""
+        x_hat = self.net.apply({"params": state.eval_params}, x)[1]
+        return jnp.sum((x_hat - x) ** 2, axis=-1)
+
     def _squared_error(self, params: Any, x: jax.Array) -> jax.Array:
         x_hat = self.net.apply({"params": params}, x)[1]
         return jnp.sum(((x_hat - x) ** 2).reshape(x.shape[0], -1), axis=-1)

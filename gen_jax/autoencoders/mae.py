@@ -331,6 +331,24 @@ class MAE:
 
         return jnp.mean(jax.vmap(one)(jax.random.split(rng, num_masks)), axis=0)
 
+    def anomaly_map(self, state: TrainState, x: jax.Array, rng: jax.Array, *,
+                    num_masks: int = 8) -> jax.Array:
+        """Per-pixel squared error (summed over channels) of the MAE's prediction of
+        hidden pixels, averaged over those of ``num_masks`` random masks (each from its
+        own key) that hid the pixel; 0 where no mask hid it. (N, H, W).
+        """
+        patches = self._patches(x)
+        p = self.config.model.patch_size
+
+        def one(key):
+            parts = self._fill(state, patches, key, self.num_masked)
+            hidden = jnp.repeat(parts["mask"][..., None], patches.shape[-1], axis=-1)
+            hidden = unpatchify(hidden, p, self.info.shape)[..., 0]
+            return jnp.sum((parts["prediction"] - x) ** 2, axis=-1) * hidden, hidden
+
+        err, hidden = jax.vmap(one)(jax.random.split(rng, num_masks))
+        return err.sum(0) / jnp.maximum(hidden.sum(0), 1.0)
+
     def features(self, state: TrainState, x: jax.Array, *, pool: str = "mean") -> jax.Array:
         """Frozen-encoder features of whole images (nothing hidden).
 

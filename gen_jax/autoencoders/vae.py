@@ -239,6 +239,12 @@ class VAE:
             jax.random.split(rng, num_samples))
         return jnp.mean(terms["recon"] + terms["kl"], axis=0) - self.offset
 
+    def anomaly_map(self, state: TrainState, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        """Per-pixel squared error, summed over channels, of the reconstruction at the
+        posterior mean (the decoder mean), (N, H, W) for NHWC images. Deterministic:
+        ``rng`` is unused."""
+        return jnp.sum((self.reconstruct(state, x, None) - x) ** 2, axis=-1)
+
     def posterior(self, state: TrainState, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """q(z|x) as (mean, logvar), each (N, latent_dim)."""
         return self.net.apply({"params": state.eval_params}, x, method=VAENet.encode)
