@@ -66,6 +66,19 @@ def build_network(config: ml_collections.ConfigDict, info: Any, out_mult: int = 
                        num_classes=ncls, dropout=m.dropout, time_scale=time_scale)
 
 
+
+def init_network_state(net: Any, config: ml_collections.ConfigDict, info: Any, tx: Any,
+                       rng: jax.Array, example_batch: dict) -> TrainState:
+    """A fresh TrainState of a continuous-time denoiser/velocity network ``net(x, t)``
+    (score SDE, EDM, flow matching): parameters from the example batch's shape
+    (flattened for the MLP), the optimizer ``tx`` and ``train.ema_decay``."""
+    x = jnp.asarray(example_batch["x"])
+    info.check_batch(x)
+    x_in = x.reshape(x.shape[0], -1) if config.model.arch == "mlp" else x
+    params = net.init({"params": rng}, x_in, jnp.zeros((x.shape[0],), jnp.float32))["params"]
+    return TrainState.create(params, tx, config.train.ema_decay)
+
+
 class DDPM:
     """The DDPM Method (see gen_jax.registry.Method)."""
 

@@ -34,7 +34,7 @@ import ml_collections
 
 from gen_jax.data import DataInfo, discrete_log_prob_offset
 from gen_jax.diffusion import ode
-from gen_jax.diffusion.ddpm import build_network
+from gen_jax.diffusion.ddpm import build_network, init_network_state
 from gen_jax.diffusion.samplers import Option, resolve_options
 from gen_jax.errors import ConfigError
 from gen_jax.likelihood import standard_normal_log_prob
@@ -145,11 +145,7 @@ class FlowMatching:
     # -- the Method contract -------------------------------------------------
 
     def init(self, rng: jax.Array, example_batch: dict) -> TrainState:
-        x = jnp.asarray(example_batch["x"])
-        self.info.check_batch(x)
-        x_in = x.reshape(x.shape[0], -1) if self.config.model.arch == "mlp" else x
-        params = self.net.init({"params": rng}, x_in, jnp.zeros((x.shape[0],), jnp.float32))["params"]
-        return TrainState.create(params, self.tx, self.config.train.ema_decay)
+        return init_network_state(self.net, self.config, self.info, self.tx, rng, example_batch)
 
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
         return make_train_step(self.loss_fn)(state, batch, rng)

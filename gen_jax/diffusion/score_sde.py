@@ -26,7 +26,7 @@ import ml_collections
 
 from gen_jax.data import DataInfo, discrete_log_prob_offset
 from gen_jax.diffusion import sde as sde_lib
-from gen_jax.diffusion.ddpm import build_network
+from gen_jax.diffusion.ddpm import build_network, init_network_state
 from gen_jax.errors import ConfigError
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
@@ -94,11 +94,7 @@ class ScoreSDE:
     # -- the Method contract -------------------------------------------------
 
     def init(self, rng: jax.Array, example_batch: dict) -> TrainState:
-        x = jnp.asarray(example_batch["x"])
-        self.info.check_batch(x)
-        x_in = x.reshape(x.shape[0], -1) if self.config.model.arch == "mlp" else x
-        params = self.net.init({"params": rng}, x_in, jnp.zeros((x.shape[0],), jnp.float32))["params"]
-        return TrainState.create(params, self.tx, self.config.train.ema_decay)
+        return init_network_state(self.net, self.config, self.info, self.tx, rng, example_batch)
 
     def loss_fn(self, params: Any, model_state: Any, batch: dict, rng: jax.Array, train: bool):
         """The denoising score-matching loss (see gen_jax.steps for the signature)."""
