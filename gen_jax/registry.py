@@ -96,6 +96,23 @@ class HasAnomalyMap(Protocol):
 
 
 @runtime_checkable
+class HasStages(Protocol):
+    """Training in stages, each with a program of its own (SinGAN's scales; ProGAN's
+    resolutions): ``stage_of(step)`` is the stage of outer step ``step`` (a host int),
+    and ``stage_train_step(stage)`` that stage's pure train step (same signature and
+    result as ``train_step``). The runtime compiles one program per stage, when the
+    stage is first reached, instead of one program holding every stage; ``train_step``
+    stays the all-stage form (the stage taken from ``state.step``) for other callers.
+    """
+
+    def stage_of(self, step: int) -> int:
+        ...
+
+    def stage_train_step(self, stage: int) -> Callable[[Any, dict, jax.Array], tuple[Any, dict]]:
+        ...
+
+
+@runtime_checkable
 class Fits(Protocol):
     """``fit(rng, x_train) -> state``: a model fitted once to the whole training split
     (closed form or EM) rather than trained by steps.

@@ -132,9 +132,9 @@ def _no_new_nonfinite(new: Any, old: Any) -> jax.Array:
     return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
 
 
-def guarded_step(method: Any):
-    """The Method's step, with a non-finite loss or updated state turning the
-    update into a no-op.
+def guarded_step(method: Any, train_step: Any = None):
+    """The Method's step (or ``train_step``, one stage's step of a staged Method),
+    with a non-finite loss or updated state turning the update into a no-op.
 
     A finite loss can still come with a non-finite gradient (e.g. through a
     square root at zero), so the new state is checked too, not only the loss.
@@ -142,8 +142,10 @@ def guarded_step(method: Any):
     then raises or skips according to ``train.nonfinite``.
     """
 
+    train_step = train_step or method.train_step
+
     def step(state, batch, rng):
-        new_state, metrics = method.train_step(state, batch, rng)
+        new_state, metrics = train_step(state, batch, rng)
         ok = jnp.isfinite(metrics["loss"]) & _no_new_nonfinite(new_state, state)
         new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, state)
         new_state = new_state.replace(step=state.step + 1)
@@ -342,9 +344,27 @@ def _train_locked(run: Run, resume_step: int | None) -> Any:
     return state
 
 
+def _step_programs(run: Run) -> Any:
+    """``step -> the jitted, guarded train step for that step``: one program, or for a
+    staged Method (registry.HasStages) one program per stage, compiled when first used."""
+    if not isinstance(run.method, registry.HasStages):
+        one = parallel.jit_train_step(guarded_step(run.method), run.mesh)
+        return lambda step: one
+    programs: dict[int, Any] = {}
+
+    def at(step: int) -> Any:
+        stage = run.method.stage_of(step)
+        if stage not in programs:
+            programs[stage] = parallel.jit_train_step(
+                guarded_step(run.method, run.method.stage_train_step(stage)), run.mesh)
+        return programs[stage]
+
+    return at
+
+
 def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any:
     config, t = run.config, run.config.train
-    step_fn = parallel.jit_train_step(guarded_step(run.method), run.mesh)
+    step_fn_at = _step_programs(run)
     ckpt.expect_finite_like(state)
     writer = MetricWriter(run.workdir, t.num_steps, start)
     pending: list[tuple[int, dict]] = []
@@ -390,7 +410,7 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
             while step < t.num_steps:
                 batch = parallel.shard_batch(next(iterator), run.mesh)
                 rng = jax.random.fold_in(run.keys["train"], step)
-                state, metrics = step_fn(state, batch, rng)
+                state, metrics = step_fn_at(step)(state, batch, rng)
                 step += 1
                 pending.append((step, metrics))
                 writer.advance()

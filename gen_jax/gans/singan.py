@@ -29,9 +29,10 @@ antialiasing in place of the official MATLAB-style imresize.
 
 Runtime fit: one Method, one ``train_step`` for all scales. The scale is
 ``state.step // steps_per_scale``, so it lives in the (checkpointed) state and a resumed
-run continues exactly, across scale boundaries too; the step switches between the
-per-scale programs with ``lax.switch``, so all scales compile once, together (no
-recompilation per step or per scale). XLA:CPU runs ``lax.conv``'s gradients inside
+run continues exactly, across scale boundaries too. The runtime compiles one program
+per scale when the scale is reached (registry.HasStages: :meth:`SinGAN.stage_of`,
+:meth:`SinGAN.stage_train_step`); ``train_step`` is the all-scale form (``lax.switch``),
+the same numbers in one bigger program. XLA:CPU runs ``lax.conv``'s gradients inside
 ``lax.switch`` and ``lax.scan`` through a naive loop, so by default
 (``model.conv='wdot'``) the convolutions are :func:`conv_valid`, whose input gradient
 is again a forward convolution and whose weight gradient is one matmul (measured, a
@@ -412,13 +413,26 @@ class SinGAN:
                            noise_amp=jnp.zeros((self.num_scales,), jnp.float32),
                            z_rec=self.noise(r_z, 0, 1, self.shapes[0]))
 
+    def stage_of(self, step: int) -> int:
+        """The scale trained at outer step ``step`` (registry.HasStages: the runtime
+        compiles one program per scale)."""
+        return min(int(step) // self.sps, self.num_scales - 1)
+
+    def stage_train_step(self, n: int):
+        """One outer step of scale ``n`` (for steps whose :meth:`stage_of` is ``n``)."""
+
+        def step(state: SinGANState, batch: dict, rng: jax.Array):
+            state, metrics = self._scale_step(n, state, batch["x"][:1], rng)
+            metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]
+            return state.replace(step=state.step + 1), metrics
+
+        return step
+
     def train_step(self, state: SinGANState, batch: dict, rng: jax.Array):
-        """One outer step of the current scale (``lax.switch`` on ``step // steps_per_scale``)."""
-        x = batch["x"][:1]
-        branches = [functools.partial(self._scale_step, n) for n in range(self.num_scales)]
-        state, metrics = jax.lax.switch(self.scale_of(state.step), branches, state, x, rng)
-        metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]
-        return state.replace(step=state.step + 1), metrics
+        """One outer step of the current scale, every scale in one program (``lax.switch``
+        on ``step // steps_per_scale``); the runtime uses :meth:`stage_train_step`."""
+        branches = [self.stage_train_step(n) for n in range(self.num_scales)]
+        return jax.lax.switch(self.scale_of(state.step), branches, state, batch, rng)
 
     def eval_step(self, state: SinGANState, batch: dict, rng: jax.Array) -> dict:
         """The reconstruction RMSE of the whole image (the fixed noise through the scales
