@@ -10,29 +10,14 @@ data; the uniform model is 4.09).
 import ml_collections
 
 from gen_jax.config import parse_arg
-from gen_jax.defaults import get_config as default_config
-from gen_jax.defaults import smoke
+from gen_jax.defaults import digits_unet_config, smoke
 
 
 def get_config(arg=None):
     opts = parse_arg(arg, smoke=False)
-    config = default_config()
-    config.method = "ddpm"
-    config.data.name = "digits"
-    config.data.value_range = (-1.0, 1.0)
-    config.data.batch_size = 64
+    config = digits_unet_config("ddpm")
 
     m = config.model
-    m.arch = "unet"
-    m.ch = 32
-    m.ch_mult = (1, 2)            # 8x8 -> 4x4
-    m.num_res_blocks = 1
-    m.attn_resolutions = (4,)
-    m.dropout = 0.1
-    m.groups = 32
-    m.dtype = "float32"           # UNet compute dtype: "float32" | "bfloat16"
-    m.hidden = 256                # arch="mlp" only
-    m.depth = 3
     m.schedule = "linear"
     m.num_timesteps = 1000
     m.pred = "eps"                # "eps" | "x0" | "v"
@@ -53,16 +38,6 @@ def get_config(arg=None):
     s.guidance = 0.0
     s.clip_x0 = True
 
-    config.optim.learning_rate = 2e-3
-    config.optim.schedule = "cosine"
-    config.optim.warmup_steps = 200
-    config.optim.grad_clip = 1.0
-    config.train.num_steps = 2000
-    config.train.log_every = 100
-    config.train.eval_every = 0
-    config.train.checkpoint_every = 500
-    config.train.ema_decay = 0.999
-    config.eval.num_samples = 360
     if opts.smoke:
         smoke(config, **_SMOKE)
     return config

@@ -80,6 +80,39 @@ def get_config() -> ml_collections.ConfigDict:
     return config
 
 
+def digits_unet_config(method: str) -> ml_collections.ConfigDict:
+    """The defaults with what the digits diffusion configs (DDPM, EDM, flow matching)
+    share: digits in (-1, 1), batch 64, the small UNet (widths 32/64, attention at
+    4x4; or the MLP), 2000 steps of Adam with cosine decay, EMA 0.999, 360 samples."""
+    config = get_config()
+    config.method = method
+    config.data.name = "digits"
+    config.data.value_range = (-1.0, 1.0)
+    config.data.batch_size = 64
+    m = config.model
+    m.arch = "unet"               # "unet" | "mlp"
+    m.ch = 32
+    m.ch_mult = (1, 2)            # 8x8 -> 4x4
+    m.num_res_blocks = 1
+    m.attn_resolutions = (4,)
+    m.dropout = 0.1
+    m.groups = 32
+    m.dtype = "float32"           # UNet compute dtype: "float32" | "bfloat16"
+    m.hidden = 256                # arch="mlp" only
+    m.depth = 3
+    config.optim.learning_rate = 2e-3
+    config.optim.schedule = "cosine"
+    config.optim.warmup_steps = 200
+    config.optim.grad_clip = 1.0
+    config.train.num_steps = 2000
+    config.train.log_every = 100
+    config.train.eval_every = 0
+    config.train.checkpoint_every = 500
+    config.train.ema_decay = 0.999
+    config.eval.num_samples = 360
+    return config
+
+
 def smoke(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
     """``config`` shrunk for a smoke run: :data:`SMOKE` plus a config's own dotted
     ``overrides`` (its model made tiny). Returns the same (edited) ConfigDict."""
