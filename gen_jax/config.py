@@ -366,3 +366,14 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(_upgrade_dict(fix(json.loads(text))))
     config.lock()
     return config
+
+
+def workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a workdir was trained with (``workdir/config.json``)."""
+    from gen_jax.errors import CheckpointError
+
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist: is {workdir!s} a gen_jax workdir? "
+                              "Pass --config to say which config to use")
+    return config_from_json(path.read_text())

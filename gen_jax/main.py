@@ -73,7 +73,7 @@ def _load_config(mode: str):
     config = _CONFIG.value
     if config is None:
         if mode != "train" and (Path(_WORKDIR.value) / "config.json").exists():
-            from gen_jax.train import workdir_config
+            from gen_jax.config import workdir_config
 
             return workdir_config(_WORKDIR.value)
         from gen_jax.config import load_config
@@ -109,8 +109,13 @@ def main(argv: list[str]) -> None:
             raise ConfigError(f"--resume_step={_RESUME.value}: a checkpoint step (>= 0), "
                               "in --mode=train only")
         config = _load_config(mode)
-        # JAX, Flax, Orbax and the families are imported only now: a bad flag or
-        # config value above is one line in about a second, not after 3-4 s of imports.
+        if mode != "sample":  # train, eval and bench write into the workdir
+            from gen_jax.workdir import check_writable
+
+            check_writable(_WORKDIR.value)
+        # JAX, Flax, Orbax and the families are imported only now: a bad flag, config
+        # value or workdir above is one line in well under a second, not after 3-4 s
+        # of imports.
         from gen_jax import evaluate, train
 
         if mode == "train":

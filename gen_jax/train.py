@@ -27,7 +27,7 @@ from gen_jax import data as data_lib
 from gen_jax import parallel, registry, viz
 from gen_jax.checkpoint import Checkpointer, resume_hint
 from gen_jax.compilation_cache import enable_compilation_cache
-from gen_jax.config import config_from_json, config_to_json, validate_config
+from gen_jax.config import config_to_json, validate_config, workdir_config
 from gen_jax.errors import CheckpointError, Interrupted, NonFiniteError
 from gen_jax.workdir import WorkdirLock, check_writable, remove_if_unused, write_atomic
 from gen_jax.writers import MetricWriter
@@ -53,15 +53,6 @@ class Run:
         if key not in self.compiled:
             self.compiled[key] = build()
         return self.compiled[key]
-
-
-def workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a workdir was trained with (``workdir/config.json``)."""
-    path = Path(workdir) / "config.json"
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist: is {workdir!s} a gen_jax workdir? "
-                              "Pass --config to say which config to use")
-    return config_from_json(path.read_text())
 
 
 def setup(config: ml_collections.ConfigDict | None, workdir: str | Path) -> Run:

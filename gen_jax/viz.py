@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from gen_jax.value_range import ValueRange
@@ -273,8 +274,12 @@ def save_loss_curves(
     fig = Figure(figsize=(4.5 * ncols, 3.2 * nrows))
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.35 / nrows, top=1 - 0.45 / nrows,
                         wspace=0.3, hspace=0.55)
-    # Fixed colour per split so 'val' looks the same in every panel.
+    # Fixed colour per split so 'val' looks the same in every panel, and one legend
+    # for the figure. Drawing is most of a save's cost (ticks and text): few ticks, a
+    # fixed title position (automatic placement measures every tick label) and one
+    # legend keep a dozen panels at ~0.3 s instead of ~1 s.
     colours: dict[str, str] = {}
+    handles: dict[str, Any] = {}
     for i, key in enumerate(keys):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         series = dedup_metric_series(records, key)
@@ -285,18 +290,23 @@ def save_loss_curves(
             if steps.size == 0:
                 continue
             marker = "o" if steps.size < 20 else None
-            ax.plot(steps, values, label=split, color=colours[split],
-                    marker=marker, markersize=3)
+            (line,) = ax.plot(steps, values, label=split, color=colours[split],
+                              marker=marker, markersize=3)
+            handles.setdefault(split, line)
             plotted = True
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        if plotted:
-            ax.legend(fontsize="small")
-        else:
+        ax.set_title(key, y=1.0, pad=4)
+        ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(4))
+        if i >= len(keys) - ncols:  # the bottom panel of each column
+            ax.set_xlabel("step")
+        if not plotted:
             ax.text(0.5, 0.5, "no finite data", ha="center", va="center",
                     transform=ax.transAxes)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="upper right", fontsize="small",
+                   ncols=min(len(handles), 4), frameon=False)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, x=0.02, ha="left")
     _save_figure(fig, path)
 
 

@@ -11,9 +11,10 @@ import socket
 import time
 from pathlib import Path
 
-import jax
-
 from gen_jax.errors import WorkdirError
+
+# JAX is imported where a process index is needed, not here: the CLI checks a
+# workdir before it imports JAX, so a bad one is one line in well under a second.
 
 
 def check_writable(path: str | Path, what: str = "workdir") -> None:
@@ -52,6 +53,8 @@ class WorkdirLock:
     """
 
     def __init__(self, workdir: str | Path):
+        import jax
+
         k = jax.process_index()
         self.path = Path(workdir) / (".lock" if k == 0 else f".lock.p{k}")
         self._fd = None
@@ -82,6 +85,8 @@ def remove_if_unused(workdir: Path, created: bool) -> None:
     """Removes a workdir this command created if it holds nothing but our own empty
     scaffolding (a lock file, an empty checkpoints/): a failed first run leaves no
     empty workdir behind. Never removes a file with content."""
+    import jax
+
     if not created or jax.process_index() != 0 or not workdir.is_dir():
         return
     for p in workdir.rglob("*"):

@@ -49,21 +49,46 @@ def test_train_then_sample_and_eval_without_config(tmp_path):
     assert json.loads((tmp_path / "eval.json").read_text())["step"] == 6
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--config.train.nonexistent=1"], "valid keys in train: checkpoint_every"),
-    (["--config.nosection.key=1"], "has no section 'nosection'"),
-    (["--config.data.name=mnist2"], "unknown dataset 'mnist2'; known datasets: digits"),
-    (["--config.method=gan9"], "unknown method 'gan9'; known methods: "),
-    (["--config.train.num_steps=abc"], "num_steps"),
-    (["--config.train.log_every=0"], "train.log_every=0 is out of range: must be >= 1"),
-    (["--config.data.eval_batch_size=0"], "data.eval_batch_size=0 is out of range"),
-    (["--config.optim.learning_rate=0.0"], "optim.learning_rate=0.0 is out of range: must be > 0"),
-    (["--config.train.keep_checkpoints=-1"], "train.keep_checkpoints=-1 is out of range"),
-    (["--mode=sample", "--num=0"], "--num=0: the number of samples must be a positive integer"),
-    (["--resume_step=3"], "--resume_step=3: no such checkpoint"),
+# Runs the CLI with JAX and the libraries on it made unimportable: a bad input that
+# is reported before they are imported still gives its one line; one that is not
+# ends in an ImportError traceback.
+_WITHOUT_JAX = """
+import runpy, sys
+class NoJax:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("jax", "jaxlib", "flax", "optax", "orbax"):
+            raise ImportError("gen_jax imported " + name + " before reporting the bad input")
+sys.meta_path.insert(0, NoJax())
+sys.argv = ["gen_jax"] + sys.argv[1:]
+runpy.run_module("gen_jax", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("extra, message, before_jax", [
+    (["--config.train.nonexistent=1"], "valid keys in train: checkpoint_every", True),
+    (["--config.nosection.key=1"], "has no section 'nosection'", True),
+    (["--config.data.name=mnist2"], "unknown dataset 'mnist2'; known datasets: digits", False),
+    (["--config.method=gan9"], "unknown method 'gan9'; known methods: ", False),
+    (["--config.train.num_steps=abc"], "num_steps", True),
+    (["--config.train.log_every=0"], "train.log_every=0 is out of range: must be >= 1", True),
+    (["--config.data.eval_batch_size=0"], "data.eval_batch_size=0 is out of range", True),
+    (["--config.optim.learning_rate=0.0"], "optim.learning_rate=0.0 is out of range: must be > 0",
+     True),
+    (["--config.train.keep_checkpoints=-1"], "train.keep_checkpoints=-1 is out of range", True),
+    (["--mode=sample", "--num=0"], "--num=0: the number of samples must be a positive integer",
+     True),
+    (["--resume_step=3"], "--resume_step=3: no such checkpoint", False),
+    ("file", "is not a directory", True),  # the workdir's parent is a file
 ])
-def test_bad_input_fails_fast_with_a_clear_message(tmp_path, extra, message):
-    proc = _run(_cli(tmp_path / "w", *extra))
+def test_bad_input_fails_fast_with_a_clear_message(tmp_path, extra, message, before_jax):
+    workdir = tmp_path / "w"
+    if extra == "file":
+        (tmp_path / "f").write_text("")
+        extra, workdir = [], tmp_path / "f" / "w"
+    args = _cli(workdir, *extra)
+    if before_jax:
+        args[1:3] = ["-c", _WITHOUT_JAX]
+    proc = _run(args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line
