@@ -1,7 +1,8 @@
 """Anomaly detection and localization: the offline texture-defect benchmark
 (benchmark.py), its metrics (metrics.py: image / pixel AUROC, PRO), the evaluation
-entry point (evaluate.py) and DRAEM (draem.py).
+entry point (evaluate.py), DRAEM (draem.py), GANomaly (ganomaly.py) and f-AnoGAN
+(fanogan.py).
 
-Importing this package registers its Methods: "draem".
+Importing this package registers its Methods: "draem", "ganomaly", "fanogan".
 """
-from gen_jax.anomaly import draem  # noqa: F401
+from gen_jax.anomaly import draem, fanogan, ganomaly  # noqa: F401
