@@ -1,9 +1,9 @@
 """Diffusion family: schedules, DDPM / improved DDPM, samplers (DDIM, DPM-Solver), score SDEs,
-EDM and flow matching.
+EDM, flow matching and VDM.
 
 Importing this package registers the Methods "ddpm" (ddpm.py; improved DDPM and
 classifier-free guidance are options of it), "score_sde" (sde.py), "edm" (edm.py)
-and "flow_matching" (flow_matching.py).
+"flow_matching" (flow_matching.py) and "vdm" (vdm.py).
 
 Public: :func:`schedules.get_schedule`, :func:`samplers.sample`, the process
 functions in :mod:`process`, the losses in :mod:`losses`, :class:`unet.DDPMUNet`,
@@ -22,9 +22,10 @@ from gen_jax.diffusion import (  # noqa: F401
     score_sde,
     sde,
     unet,
+    vdm,
 )
 from gen_jax.diffusion.samplers import sample
 from gen_jax.diffusion.schedules import Schedule, get_schedule
 
 __all__ = ["Schedule", "ddpm", "edm", "flow_matching", "get_schedule", "losses", "ode", "process", "sample",
-           "samplers", "score_sde", "sde", "schedules", "unet"]
+           "samplers", "score_sde", "sde", "schedules", "unet", "vdm"]
