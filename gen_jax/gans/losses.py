@@ -85,7 +85,10 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, 
     interpolates x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1] per example.
 
     Args:
-      critic: maps a batch to per-example scores (N,) or (N, 1); must act per example.
+      critic: maps a batch to per-example scores (N,) or (N, 1). The gradient is that of
+        the summed scores, so it is per example for a critic acting per example; with
+        batch-wide features (ProGAN's minibatch stddev) it includes their cross terms,
+        as the official ProGAN code computes it.
       real: (N, ...) real batch.
       fake: (N, ...) generated batch.
       rng: key of the interpolation weights.
