@@ -81,15 +81,26 @@ def _module_fixtures(item) -> list[str]:
                   and defs[-1].scope in ("module", "session"))
 
 
+# Modules whose tests are long (subprocess jobs, whole-run smoke tests, a 40 s
+# multi-process scenario): scheduled first, so the short tests fill the gaps at the
+# end and the two workers finish together (longest-first scheduling). Collected in
+# path order they came last, and the final long group left one worker idle.
+LONG_FIRST = ("test_multiprocess.py", "test_main.py", "test_devices_equal.py", "test_parallel.py",
+              "test_cli_failures.py", "test_configs.py")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Distributes by group, not by file (``--dist loadgroup``): tests that share a
     module-scoped fixture run on one worker (it is computed once), every other
-    test is scheduled on its own, so one big file no longer sits on one worker."""
+    test is scheduled on its own, so one big file no longer sits on one worker;
+    the long modules (LONG_FIRST) are scheduled first."""
     for item in items:
         shared = _module_fixtures(item)
         if shared:
             item.add_marker(pytest.mark.xdist_group(f"{item.path.name}:{','.join(shared)}"))
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -29,7 +29,7 @@ def _fixed_batch(config, n=32):
 
 
 def _train_fixed(method, x, steps, seed=0):
-    state = method.init(jax.random.key(seed), {"x": x})
+    state = jax.jit(method.init)(jax.random.key(seed), {"x": x})
     step = jax.jit(method.train_step)
     losses = []
     for i in range(steps):
@@ -40,13 +40,15 @@ def _train_fixed(method, x, steps, seed=0):
 
 def test_corruptions_match_their_definitions():
     x = jnp.asarray(np.random.default_rng(0).random((400, 8, 8, 1)), jnp.float32)
-    g = np.asarray(corrupt(x, jax.random.key(0), "gaussian", std=0.3)) - np.asarray(x)
+    # Jitted (eagerly, each op would compile on its own); "none" below stays eager (identity).
+    jcorrupt = jax.jit(corrupt, static_argnames=("kind", "block"))
+    g = np.asarray(jcorrupt(x, jax.random.key(0), "gaussian", std=0.3)) - np.asarray(x)
     assert abs(g.mean()) < 0.01 and g.std() == pytest.approx(0.3, rel=0.02)
-    m = np.asarray(corrupt(x, jax.random.key(1), "masking", prob=0.25, fill=-1.0))
+    m = np.asarray(jcorrupt(x, jax.random.key(1), "masking", prob=0.25, fill=-1.0))
     hidden = m == -1.0
     assert hidden.mean() == pytest.approx(0.25, abs=0.01)
     np.testing.assert_array_equal(m[~hidden], np.asarray(x)[~hidden])
-    b = np.asarray(corrupt(x, jax.random.key(2), "block", block=3, fill=-1.0))[..., 0]
+    b = np.asarray(jcorrupt(x, jax.random.key(2), "block", block=3, fill=-1.0))[..., 0]
     corners = set()
     for img in b:
         rows, cols = np.nonzero(img == -1.0)
@@ -71,22 +73,23 @@ def test_code_statistics_are_an_ema_of_moments_and_sampling_matches_them():
     stats = {"mean": jnp.zeros(3), "second": jnp.eye(3)}
     m, s = np.zeros(3), np.eye(3)
     mix = np.array([[1.0, 0.0, 0.0], [0.8, 0.5, 0.0], [0.0, -0.3, 0.2]])
+    update = jax.jit(update_code_stats)
     for step in range(30):
         codes = rng.normal(size=(64, 3)) @ mix.T + np.array([1.0, -2.0, 0.5])
-        stats = update_code_stats(stats, jnp.asarray(codes, jnp.float32), jnp.asarray(step), 0.9)
+        stats = update(stats, jnp.asarray(codes, jnp.float32), jnp.asarray(step), 0.9)
         d = min(0.9, (1 + step) / (10 + step))
         m = d * m + (1 - d) * codes.mean(0)
         s = d * s + (1 - d) * codes.T @ codes / 64
     np.testing.assert_allclose(stats["mean"], m, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats["second"], s, rtol=1e-4, atol=1e-5)
-    z = np.asarray(sample_codes(stats, jax.random.key(0), 200_000), np.float64)
+    jsample_codes = jax.jit(sample_codes, static_argnums=2)
+    z = np.asarray(jsample_codes(stats, jax.random.key(0), 200_000), np.float64)
     np.testing.assert_allclose(z.mean(0), m, atol=0.01)
     np.testing.assert_allclose(np.cov(z.T), s - np.outer(m, m), atol=0.01)
     # Codes on a line (singular covariance): the jitter keeps the draw finite.
     line = jnp.asarray(np.outer(rng.normal(size=64), [1.0, 2.0, -1.0]), jnp.float32)
-    flat = update_code_stats({"mean": jnp.zeros(3), "second": jnp.zeros((3, 3))}, line,
-                             jnp.asarray(0), 0.0)
-    assert np.isfinite(np.asarray(sample_codes(flat, jax.random.key(1), 10))).all()
+    flat = update({"mean": jnp.zeros(3), "second": jnp.zeros((3, 3))}, line, jnp.asarray(0), 0.0)
+    assert np.isfinite(np.asarray(jsample_codes(flat, jax.random.key(1), 10))).all()
 
 
 def test_losses_against_direct_computation():
@@ -94,19 +97,20 @@ def test_losses_against_direct_computation():
                                                 "model.sparsity_weight": 0.1, "model.latent_dim": 16})
     sae = registry.build(config)
     x = _fixed_batch(config, 8)
-    state = sae.init(jax.random.key(0), {"x": x})
-    loss, terms = sae.get_loss_fn()(state.params, x, jax.random.key(1))
-    z, x_hat = (np.asarray(a, np.float64) for a in sae.net.apply({"params": state.params}, x))
+    state = jax.jit(sae.init)(jax.random.key(0), {"x": x})
+    loss, terms = jax.jit(sae.get_loss_fn())(state.params, x, jax.random.key(1))
+    z, x_hat = (np.asarray(a, np.float64) for a in jax.jit(sae.net.apply)({"params": state.params}, x))
     mse = np.mean((x_hat - np.asarray(x)) ** 2)
     assert float(terms["mse"]) == pytest.approx(mse, rel=1e-5)
     assert float(loss) == pytest.approx(mse + 0.1 * np.abs(z).sum(1).mean(), rel=1e-5)
     # The DAE's loss compares the reconstruction of the corrupted input with the clean one.
     dconf = tiny_ae_config("dae_digits.py", **{"model.noise": "gaussian", "model.noise_std": 0.5})
     dae = registry.build(dconf)
-    dstate = dae.init(jax.random.key(0), {"x": x})
+    dstate = jax.jit(dae.init)(jax.random.key(0), {"x": x})
     noisy = np.asarray(x) + 0.5 * np.asarray(jax.random.normal(jax.random.key(5), x.shape))
-    x_hat = np.asarray(dae.net.apply({"params": dstate.params}, jnp.asarray(noisy, jnp.float32))[1])
-    loss, _ = dae.get_loss_fn()(dstate.params, x, jax.random.key(5))
+    x_hat = np.asarray(jax.jit(dae.net.apply)({"params": dstate.params},
+                                              jnp.asarray(noisy, jnp.float32))[1])
+    loss, _ = jax.jit(dae.get_loss_fn())(dstate.params, x, jax.random.key(5))
     assert float(loss) == pytest.approx(np.mean((x_hat - np.asarray(x)) ** 2), rel=1e-4)
 
 
@@ -127,10 +131,10 @@ def test_loss_falls_on_a_fixed_batch(name, overrides):
     state, losses = _train_fixed(method, x, 50)
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses  # measured 0.22-0.35
-    s = method.sample(state, jax.random.key(1), 5)
+    s = jax.jit(method.sample, static_argnums=2)(state, jax.random.key(1), 5)
     assert s.shape == (5, 8, 8, 1) and float(s.min()) >= 0.0 and float(s.max()) <= 1.0
-    assert method.reconstruct(state, x[:3]).shape == (3, 8, 8, 1)
-    assert method.encode(state, x[:3]).shape == (3, config.model.latent_dim)
+    assert jax.jit(method.reconstruct)(state, x[:3]).shape == (3, 8, 8, 1)
+    assert jax.jit(method.encode)(state, x[:3]).shape == (3, config.model.latent_dim)
 
 
 def test_code_stats_follow_the_sampling_encoder_and_anomaly_score_is_squared_error():
@@ -141,15 +145,16 @@ def test_code_stats_follow_the_sampling_encoder_and_anomaly_score_is_squared_err
     state, _ = jax.jit(ae.train_step)(before, {"x": x}, jax.random.key(99))
     # decay 0: the stats are exactly the moments of the last batch's codes under the
     # parameters that step differentiated (updated inside the loss, as BatchNorm's are).
-    z = np.asarray(ae.encode(before, x), np.float64)
-    assert not np.allclose(z, np.asarray(ae.encode(state, x)), atol=1e-4)  # the step moved them
+    encode = jax.jit(ae.encode)
+    z = np.asarray(encode(before, x), np.float64)
+    assert not np.allclose(z, np.asarray(encode(state, x)), atol=1e-4)  # the step moved them
     np.testing.assert_allclose(state.model_state["mean"], z.mean(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(state.model_state["second"], z.T @ z / len(z), rtol=1e-4, atol=1e-5)
-    score = np.asarray(ae.anomaly_score(state, x))
-    x_hat = np.asarray(ae.net.apply({"params": state.eval_params}, x)[1])
+    score = np.asarray(jax.jit(ae.anomaly_score)(state, x))
+    x_hat = np.asarray(jax.jit(ae.net.apply)({"params": state.eval_params}, x)[1])
     np.testing.assert_allclose(score, ((x_hat - np.asarray(x)) ** 2).reshape(32, -1).sum(1), rtol=1e-5)
     # Where nothing is clipped, reconstruct and the score agree.
-    r = np.asarray(ae.reconstruct(state, x))
+    r = np.asarray(jax.jit(ae.reconstruct)(state, x))
     inside = (x_hat >= 0) & (x_hat <= 1)
     np.testing.assert_allclose(r[inside], x_hat[inside], rtol=1e-6)
 
@@ -159,13 +164,13 @@ def test_one_class_autoencoder_flags_other_digits():
     config = tiny_ae_config(**{"data.classes": (0,), "model.hidden": (64,)})
     ae = registry.build(config)
     x0, _ = load_split(config, "train")
-    state = ae.init(jax.random.key(0), {"x": x0[:32]})
+    state = jax.jit(ae.init)(jax.random.key(0), {"x": x0[:32]})
     step = jax.jit(ae.train_step)
     for i in range(300):
         j = (i * 32) % (len(x0) - 32)
         state, _ = step(state, {"x": x0[j:j + 32]}, jax.random.key(i))
     x, y = load_split(tiny_ae_config(), "test")
-    scores = np.asarray(ae.anomaly_score(state, jnp.asarray(x)))
+    scores = np.asarray(jax.jit(ae.anomaly_score)(state, jnp.asarray(x)))
     assert auroc(scores, y != 0) > 0.9  # other digits are the positives
 
 

@@ -20,7 +20,7 @@ from gen_jax.errors import ConfigError, DataError
 def _train(method, config, steps, seed=0):
     x, _ = load_split(config, "train")
     bs = config.data.batch_size
-    state = method.init(jax.random.key(seed), {"x": x[:bs]})
+    state = jax.jit(method.init)(jax.random.key(seed), {"x": x[:bs]})
     step = jax.jit(method.train_step)
     for i in range(steps):
         j = (i * bs) % (len(x) - bs)
@@ -65,15 +65,17 @@ def test_elbo_terms_against_hand_computation():
     vae = registry.build(config)
     x, _ = load_split(config, "val")
     x = x[:5]
-    state = vae.init(jax.random.key(0), {"x": x})
+    # Jitted (eagerly, each op would compile on its own).
+    state = jax.jit(vae.init)(jax.random.key(0), {"x": x})
     rng = jax.random.key(7)
-    metrics = vae.eval_step(state, {"x": x}, rng)
+    metrics = jax.jit(vae.eval_step)(state, {"x": x}, rng)
     p = {"params": state.eval_params}
-    mean, logvar = (np.asarray(a, np.float64) for a in vae.net.apply(p, x, method=VAENet.encode))
+    apply = jax.jit(vae.net.apply, static_argnames="method")
+    mean, logvar = (np.asarray(a, np.float64) for a in apply(p, x, method=VAENet.encode))
     eps = np.asarray(jax.random.normal(rng, mean.shape), np.float64)
     z = mean + np.exp(0.5 * logvar) * eps
     out, log_std = (np.asarray(a, np.float64)
-                    for a in vae.net.apply(p, jnp.asarray(z, jnp.float32), method=VAENet.decode))
+                    for a in apply(p, jnp.asarray(z, jnp.float32), method=VAENet.decode))
     recon = -stats.norm.logpdf(x, out, np.exp(log_std)).reshape(5, -1).sum(1).mean()
     kl = np.mean(0.5 * (mean**2 + np.exp(logvar) - 1 - logvar).sum(1))
     offset = 64 * math.log(1.0 / 17)  # dequantized 17-level pixels scaled to [0, 1]
@@ -88,8 +90,8 @@ def test_beta_weights_only_the_kl_in_the_loss():
     config = tiny_vae_config(**{"model.beta": 4.0})
     vae = registry.build(config)
     x, _ = load_split(config, "val")
-    state = vae.init(jax.random.key(0), {"x": x[:8]})
-    m = vae.eval_step(state, {"x": x[:8]}, jax.random.key(1))
+    state = jax.jit(vae.init)(jax.random.key(0), {"x": x[:8]})
+    m = jax.jit(vae.eval_step)(state, {"x": x[:8]}, jax.random.key(1))
     assert float(m["loss"]) == pytest.approx(float(m["recon"] + 4.0 * m["kl"]), rel=1e-5)
 
 
@@ -105,7 +107,8 @@ def test_iwae_bound_is_above_elbo_and_grows_with_k():
         runs = [lp(state, x, jax.random.key(s), num_samples=k, chunk_size=min(k, 50))
                 for s in range(4)]
         means[k] = float(np.mean(runs))
-    nelbo = np.mean([float(vae.eval_step(state, {"x": x}, jax.random.key(50 + s))["nelbo"])
+    eval_step = jax.jit(vae.eval_step)
+    nelbo = np.mean([float(eval_step(state, {"x": x}, jax.random.key(50 + s))["nelbo"])
                      for s in range(8)])
     # K = 1 is an unbiased estimate of the ELBO itself.
     assert means[1] == pytest.approx(-nelbo, abs=1.0)
@@ -126,10 +129,12 @@ def test_iwae_converges_to_the_exact_likelihood_of_a_linear_gaussian_vae():
     w, b = np.asarray(dec["kernel"], np.float64).T, np.asarray(dec["bias"], np.float64)
     x, _ = load_split(config, "test")
     exact = stats.multivariate_normal(b, w @ w.T + 0.25 * np.eye(2)).logpdf(x).mean()
-    elbo = -np.mean([float(vae.eval_step(state, {"x": x}, jax.random.key(s))["nelbo"])
+    eval_step = jax.jit(vae.eval_step)
+    elbo = -np.mean([float(eval_step(state, {"x": x}, jax.random.key(s))["nelbo"])
                      for s in range(20)])
-    iwae = float(jnp.mean(vae.log_prob(state, jnp.asarray(x), jax.random.key(3),
-                                       num_samples=2000, chunk_size=500)))
+    lp = jax.jit(vae.log_prob, static_argnames=("num_samples", "chunk_size"))
+    iwae = float(jnp.mean(lp(state, jnp.asarray(x), jax.random.key(3),
+                             num_samples=2000, chunk_size=500)))
     assert elbo < exact
     assert iwae == pytest.approx(exact, abs=0.01)
     assert iwae > elbo
@@ -139,18 +144,21 @@ def test_sample_reconstruct_interpolate_shapes_and_range():
     config = tiny_vae_config()
     vae = registry.build(config)
     x, _ = load_split(config, "val")
-    state = vae.init(jax.random.key(0), {"x": x[:8]})
-    s = vae.sample(state, jax.random.key(1), 5)
+    state = jax.jit(vae.init)(jax.random.key(0), {"x": x[:8]})
+    sample = jax.jit(vae.sample, static_argnums=2, static_argnames="mean")
+    reconstruct = jax.jit(vae.reconstruct)
+    interpolate = jax.jit(vae.interpolate, static_argnames=("num", "spherical"))
+    s = sample(state, jax.random.key(1), 5)
     assert s.shape == (5, 8, 8, 1) and s.dtype == jnp.float32
     assert float(s.min()) >= 0.0 and float(s.max()) <= 1.0
-    noisy = vae.sample(state, jax.random.key(1), 5, mean=False)
+    noisy = sample(state, jax.random.key(1), 5, mean=False)
     assert not np.allclose(noisy, s)
-    assert vae.reconstruct(state, x[:3]).shape == (3, 8, 8, 1)
-    path = vae.interpolate(state, x[0], x[1], num=6)
+    assert reconstruct(state, x[:3]).shape == (3, 8, 8, 1)
+    path = interpolate(state, x[0], x[1], num=6)
     assert path.shape == (6, 8, 8, 1)
-    np.testing.assert_allclose(path[0], vae.reconstruct(state, x[:1])[0], atol=1e-5)
-    sph = vae.interpolate(state, x[0], x[1], num=6, spherical=True)
-    np.testing.assert_allclose(sph[-1], vae.reconstruct(state, x[1:2])[0], atol=1e-4)
+    np.testing.assert_allclose(path[0], reconstruct(state, x[:1])[0], atol=1e-5)
+    sph = interpolate(state, x[0], x[1], num=6, spherical=True)
+    np.testing.assert_allclose(sph[-1], reconstruct(state, x[1:2])[0], atol=1e-4)
 
 
 def test_bernoulli_decoder_on_binarized_digits_trains():
@@ -159,10 +167,11 @@ def test_bernoulli_decoder_on_binarized_digits_trains():
     vae = registry.build(config)
     x, _ = load_split(config, "train")
     assert set(np.unique(x)) <= {0.0, 1.0}
-    state = vae.init(jax.random.key(0), {"x": x[:32]})
-    before = float(vae.eval_step(state, {"x": x[:256]}, jax.random.key(0))["nelbo"])
+    state = jax.jit(vae.init)(jax.random.key(0), {"x": x[:32]})
+    eval_step = jax.jit(vae.eval_step)
+    before = float(eval_step(state, {"x": x[:256]}, jax.random.key(0))["nelbo"])
     state = _train(vae, config, 150)
-    after = float(vae.eval_step(state, {"x": x[:256]}, jax.random.key(0))["nelbo"])
+    after = float(eval_step(state, {"x": x[:256]}, jax.random.key(0))["nelbo"])
     # Starts at about 64 log 2 (a fair coin per pixel); a real bound on binary data after.
     assert before == pytest.approx(64 * math.log(2), abs=3.0)
     assert after < 30.0
@@ -179,7 +188,7 @@ def test_bad_model_configs_raise_config_error(overrides, match):
     with pytest.raises(ConfigError, match=match):
         vae = registry.build(tiny_vae_config(**overrides))
         x, _ = load_split(vae.config, "val")
-        vae.init(jax.random.key(0), {"x": x[:4]})
+        jax.jit(vae.init)(jax.random.key(0), {"x": x[:4]})
 
 
 def test_wrong_image_shape_is_a_clear_error():

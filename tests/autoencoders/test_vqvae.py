@@ -32,9 +32,10 @@ TINY = {"model.channels": 8, "model.code_dim": 4, "model.num_codes": 8, "model.n
 def test_quantizer_rows_nearest_code_and_straight_through():
     vq = VectorQuantizer(num_codes=7, dim=3, ema=False)
     z = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
-    params = vq.init(jax.random.key(1), z)
+    # Jitted (eagerly, each op would compile on its own).
+    params = jax.jit(vq.init)(jax.random.key(1), z)
     table = np.asarray(params["params"]["codebook"])
-    z_st, aux = vq.apply(params, z)
+    z_st, aux = jax.jit(vq.apply)(params, z)
     # Brute-force nearest neighbour.
     d = ((np.asarray(z)[..., None, :] - table) ** 2).sum(-1)
     np.testing.assert_array_equal(aux["idx"], d.argmin(-1))
@@ -43,10 +44,10 @@ def test_quantizer_rows_nearest_code_and_straight_through():
     np.testing.assert_allclose(z_st, aux["z_q"], atol=1e-6)
     # Straight-through: d(sum(w * z_st))/dz = w (the identity), although argmin has no gradient.
     w = jax.random.normal(jax.random.key(2), z.shape)
-    gz = jax.grad(lambda z: jnp.sum(w * vq.apply(params, z)[0]))(z)
+    gz = jax.jit(jax.grad(lambda z: jnp.sum(w * vq.apply(params, z)[0])))(z)
     np.testing.assert_allclose(gz, w, rtol=1e-6)
     # ... and no gradient reaches the codebook through the straight-through output.
-    gp = jax.grad(lambda p: jnp.sum(w * vq.apply(p, z)[0]))(params)
+    gp = jax.jit(jax.grad(lambda p: jnp.sum(w * vq.apply(p, z)[0])))(params)
     assert not np.asarray(gp["params"]["codebook"]).any()
 
 
@@ -63,8 +64,8 @@ def test_ema_update_restart_and_perplexity_by_hand():
     k, d, m, decay, eps = 5, 3, 40, 0.9, 1e-5
     count, summed = rng.uniform(0.5, 2, k), rng.normal(size=(k, d))
     z, idx = rng.normal(size=(m, d)), rng.integers(0, k - 1, m)  # code k-1 unused
-    new_count, new_sum, table = ema_codebook_update(jnp.asarray(count), jnp.asarray(summed),
-                                                    jnp.asarray(z), jnp.asarray(idx), decay, eps)
+    new_count, new_sum, table = jax.jit(ema_codebook_update)(
+        jnp.asarray(count), jnp.asarray(summed), jnp.asarray(z), jnp.asarray(idx), decay, eps)
     want_count, want_sum = count.copy(), summed.copy()
     for j in range(k):
         members = z[idx == j]
@@ -77,13 +78,14 @@ def test_ema_update_restart_and_perplexity_by_hand():
     np.testing.assert_allclose(table, want_sum / smoothed[:, None], rtol=1e-5, atol=1e-6)
 
     usage = jnp.array([3.0, 0.0, 2.0, 0.1, 5.0])
-    new_table, dead = restart_dead_codes(jnp.asarray(table), usage, jnp.asarray(z), jax.random.key(0), 0.5)
+    new_table, dead = jax.jit(restart_dead_codes, static_argnums=4)(
+        jnp.asarray(table), usage, jnp.asarray(z), jax.random.key(0), 0.5)
     np.testing.assert_array_equal(dead, [False, True, False, True, False])
     np.testing.assert_array_equal(np.asarray(new_table)[~np.asarray(dead)], np.asarray(table)[[0, 2, 4]])
     for row in np.asarray(new_table)[np.asarray(dead)]:  # restarted onto encoder outputs
         assert np.any(np.all(np.isclose(z, row), axis=1))
 
-    perplexity, used = code_perplexity(jnp.array([0, 0, 1, 2]), 4)
+    perplexity, used = jax.jit(code_perplexity, static_argnums=1)(jnp.array([0, 0, 1, 2]), 4)
     p = np.array([0.5, 0.25, 0.25])
     assert float(perplexity) == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-6)
     assert float(used) == 0.75
@@ -138,7 +140,8 @@ def test_method_step_updates_codebooks_and_encoder(name, codebook):
     m = cfg.model
     # Outside the codebooks the loss's gradient is reconstruction + beta commitment (the codebook
     # loss stops the gradient to z_e), in both modes.
-    expected = jax.tree.map(lambda r, c: r + m.beta * c, recon_grads, commit_grads)
+    expected = jax.jit(lambda r, c: jax.tree.map(lambda r, c: r + m.beta * c, r, c))(recon_grads,
+                                                                                   commit_grads)
     for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(total_grads),
                                  jax.tree.leaves(expected), strict=True):
         if "codebook" not in jax.tree_util.keystr(path):
@@ -180,9 +183,11 @@ def test_method_step_updates_codebooks_and_encoder(name, codebook):
             assert all(np.any(np.all(np.isclose(z, row, atol=1e-5), 1)) for row in new_table[dead])
             assert not any(np.any(np.all(np.isclose(z, row, atol=1e-5), 1)) for row in new_table[~dead])
     enc = "enc" if name == "vqvae_digits.py" else "enc_b"
-    assert min(float(jnp.abs(g).max()) for g in jax.tree.leaves(commit_grads[enc])) > 0
+    abs_max = jax.jit(lambda t: jax.tree.map(lambda g: jnp.abs(g).max(), t))
+    assert min(float(g) for g in jax.tree.leaves(abs_max(commit_grads[enc]))) > 0
     # The encoder got gradient through the straight-through quantizer and moved.
-    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.params[enc], state.params[enc])
+    diff = jax.jit(lambda a, b: jax.tree.map(lambda a, b: a - b, a, b))(new.params[enc], state.params[enc])
+    moved = jax.tree.map(float, abs_max(diff))
     assert min(jax.tree.leaves(moved)) > 0
     want = {"vqvae_digits.py": [(16, 4, 4)], "vqvae2_digits.py": [(16, 2, 2), (16, 4, 4)]}[name]
     assert [c.shape for c in codes] == want

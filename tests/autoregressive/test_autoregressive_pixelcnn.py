@@ -50,9 +50,14 @@ def _jacobian(net, params, x, labels=None):
     """Sum over the batch of |d(projected output at every subpixel)/d(input)|, as (D, D)
     in raster+channel order. Several inputs, so that a ReLU of the output layers that
     happens to be inactive at one input does not hide a connection."""
-    r = jax.random.normal(jax.random.key(9), net.apply(params, x, labels).shape[-1:])
-    f = lambda xi: (net.apply(params, xi[None], labels) * r).sum(-1)[0]  # noqa: E731
-    jac = jax.vmap(jax.jacrev(f))(x)  # (N, H, W, C, H, W, C)
+
+    @jax.jit  # one compile (eagerly, each op of the Jacobian would compile on its own)
+    def jacobian(params, x, labels):
+        r = jax.random.normal(jax.random.key(9), net.apply(params, x, labels).shape[-1:])
+        f = lambda xi: (net.apply(params, xi[None], labels) * r).sum(-1)[0]  # noqa: E731
+        return jax.vmap(jax.jacrev(f))(x)  # (N, H, W, C, H, W, C)
+
+    jac = jacobian(params, x, labels)
     d = x[0].size
     return np.abs(np.asarray(jac)).reshape(len(x), d, d).sum(0)
 
@@ -69,7 +74,7 @@ def test_causality_and_gated_has_no_blind_spot(gated):
         net = PixelCNNNet(c, 5, features=6, num_layers=1, first_kernel=3, kernel=3, head_features=6)
         labels = None
     x = jax.random.normal(jax.random.key(0), (4, h, w, c))
-    params = net.init(jax.random.key(1), x[:1], labels)
+    params = jax.jit(net.init)(jax.random.key(1), x[:1], labels)
     jac = _jacobian(net, params, x, labels)
     upper = np.triu(np.ones_like(jac, bool))  # input index >= output index
     assert np.all(jac[upper] == 0.0)
@@ -77,7 +82,8 @@ def test_causality_and_gated_has_no_blind_spot(gated):
     if gated:
         assert np.all(jac[strictly_lower] > 0), "blind spot"
         # The class label changes every output.
-        diff = net.apply(params, x, jnp.array([2])) - net.apply(params, x, labels)
+        apply = jax.jit(net.apply)
+        diff = apply(params, x, jnp.array([2])) - apply(params, x, labels)
         assert np.all(np.abs(np.asarray(diff)).sum((0, -1)) > 0)
     else:
         # PixelCNN's blind spot: output (1, 0) cannot see input (0, 2) (up and to the right,
@@ -96,9 +102,9 @@ def test_joint_probabilities_sum_to_one_by_enumeration(gated, shape, levels):
                                      head_features=6))
     k = jnp.asarray(list(itertools.product(range(levels), repeat=math.prod(shape)))).reshape(-1, *shape)
     x = 2.0 * k / (levels - 1) - 1.0
-    params = net.init(jax.random.key(2), x[:1])
+    params = jax.jit(net.init)(jax.random.key(2), x[:1])
     # Random init gives near-uniform outputs; scaling the parameters makes p far from uniform.
-    params = jax.tree.map(lambda p: 3.0 * p + 0.3, params)
+    params = jax.jit(lambda params: jax.tree.map(lambda p: 3.0 * p + 0.3, params))(params)
     lp = jax.jit(lambda p: head.log_prob(net.apply(p, x), k).reshape(len(k), -1).sum(-1))(params)
     assert float(jnp.exp(lp).sum()) == pytest.approx(1.0, abs=1e-4)
     assert float(jnp.exp(lp).max()) > 3.0 / len(k)
@@ -133,19 +139,19 @@ def digits_pixelcnn():
     cfg = load_config(CONFIGS / "pixelcnn_digits.py", **TINY)
     method = registry.build(cfg)
     x, y = load_split(cfg, "test")
-    state = method.init(jax.random.key(0), {"x": x[:8]})
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x[:8]})
     return method, state, x[:8]
 
 
 def test_nll_equals_per_pixel_cross_entropy_by_hand(digits_pixelcnn):
     method, state, x = digits_pixelcnn
-    lp = np.asarray(method.log_prob(state, jnp.asarray(x), jax.random.key(0)))
+    lp = np.asarray(jax.jit(method.log_prob)(state, jnp.asarray(x), jax.random.key(0)))
     levels = np.rint(x * 16).astype(int)  # value_range (0, 1), 17 levels
-    logits = np.asarray(method.dist_params(state.params, jnp.asarray(levels)), np.float64)
+    logits = np.asarray(jax.jit(method.dist_params)(state.params, jnp.asarray(levels)), np.float64)
     log_softmax = logits - special.logsumexp(logits, axis=-1, keepdims=True)
     want = np.take_along_axis(log_softmax, levels[..., None], -1).reshape(8, -1).sum(-1)
     np.testing.assert_allclose(lp, want, rtol=1e-5)
-    metrics = method.eval_step(state, {"x": x}, jax.random.key(0))
+    metrics = jax.jit(method.eval_step)(state, {"x": x}, jax.random.key(0))
     assert float(metrics["loss"]) == pytest.approx(-want.mean(), rel=1e-5)
     assert float(metrics["nll_bpd"]) == pytest.approx(-want.mean() / (64 * math.log(2)), rel=1e-5)
 
@@ -168,7 +174,7 @@ def test_conditional_model_uses_labels_and_marginalizes_exactly():
     method = registry.build(cfg)
     x, y = load_split(cfg, "test")
     x, y = jnp.asarray(x[:4]), jnp.asarray(y[:4])
-    state = method.init(jax.random.key(0), {"x": x, "y": y})
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x, "y": y})
 
     @jax.jit
     def both(state, x):
@@ -194,9 +200,11 @@ def test_samples_follow_the_models_own_probabilities_by_enumeration():
     cfg = load_config(CONFIGS / "pixelcnn_digits.py", **{**TINY, "train.ema_decay": 0.0})
     method = registry.build(cfg, DataInfo("tiny", "image", shape, levels, None))
     k = np.array(list(itertools.product(range(levels), repeat=math.prod(shape)))).reshape(-1, *shape)
-    images = method.from_levels(jnp.asarray(k))
-    state = method.init(jax.random.key(1), {"x": images[:1]})
-    state = state.replace(params=jax.tree.map(lambda p: 3.0 * p + 0.3, state.params))
+    from_levels = jax.jit(method.from_levels)
+    images = from_levels(jnp.asarray(k))
+    state = jax.jit(method.init)(jax.random.key(1), {"x": images[:1]})
+    state = state.replace(params=jax.jit(
+        lambda params: jax.tree.map(lambda p: 3.0 * p + 0.3, params))(state.params))
 
     @jax.jit
     def run(state):
@@ -205,8 +213,8 @@ def test_samples_follow_the_models_own_probabilities_by_enumeration():
     lp, samples = run(state)
     p = np.exp(np.asarray(lp, np.float64))
     assert p.sum() == pytest.approx(1.0, abs=1e-4) and p.max() > 0.2
-    drawn = np.asarray(method.to_levels(samples)).reshape(n, -1)
-    np.testing.assert_allclose(np.asarray(samples), np.asarray(method.from_levels(
+    drawn = np.asarray(jax.jit(method.to_levels)(samples)).reshape(n, -1)
+    np.testing.assert_allclose(np.asarray(samples), np.asarray(from_levels(
         jnp.asarray(drawn.reshape(n, *shape)))), atol=1e-6)  # valid levels, in the value range
     index = drawn @ (levels ** np.arange(drawn.shape[1]))[::-1]  # row of each sample in k
     freq = np.bincount(index, minlength=len(k)) / n

@@ -32,6 +32,12 @@ from gen_jax.classical.gmm import (
 from gen_jax.data import load_split
 from gen_jax.errors import ConfigError, DataError
 
+# Jitted once (eagerly, each op would compile on its own).
+_log_prob = jax.jit(gmm_log_prob)
+_predict = jax.jit(gmm_predict)
+_predict_proba = jax.jit(gmm_predict_proba)
+_sample = jax.jit(gmm_sample, static_argnums=2)
+
 TRUE_WEIGHTS = np.array([0.5, 0.3, 0.2])
 TRUE_MEANS = np.array([[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0]])
 TRUE_VARS = np.array([[1.0, 0.5], [0.3, 1.5], [0.8, 0.8]])  # diagonal covariances
@@ -72,14 +78,14 @@ def test_recovers_a_known_mixture():
     np.testing.assert_allclose(np.diagonal(cov, axis1=1, axis2=2), TRUE_VARS, rtol=0.15)
     assert np.abs(cov[:, 0, 1]).max() < 0.1  # the true components are axis-aligned
     assert bool(params.converged) and int(params.num_iters) >= 1
-    predicted = np.argsort(order)[np.asarray(gmm_predict(params, jnp.asarray(x)))]
+    predicted = np.argsort(order)[np.asarray(_predict(params, jnp.asarray(x)))]
     assert np.mean(predicted == labels) > 0.98
-    proba = np.asarray(gmm_predict_proba(params, jnp.asarray(x[:50])))
+    proba = np.asarray(_predict_proba(params, jnp.asarray(x[:50])))
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
     # EM never lowers the likelihood: the recorded trace is non-decreasing.
     trace = np.asarray(params.log_likelihood_trace)[: int(params.num_iters) + 1]
     assert np.all(np.diff(trace) >= -1e-5)
-    assert float(params.log_likelihood) == pytest.approx(float(jnp.mean(gmm_log_prob(params, x))),
+    assert float(params.log_likelihood) == pytest.approx(float(jnp.mean(_log_prob(params, x))),
                                                          abs=1e-5)
 
 
@@ -88,7 +94,7 @@ def test_diag_test_likelihood_within_1pct_of_sklearn_best_of_restarts(digits10):
     ours = fit_gmm(x_train, 10, jax.random.key(0), "diag", max_iters=300, tol=1e-4, num_restarts=10)
     sk = GaussianMixture(10, covariance_type="diag", n_init=10, max_iter=300, tol=1e-4,
                          init_params="k-means++", random_state=0).fit(x_train)
-    ours_test = float(jnp.mean(gmm_log_prob(ours, jnp.asarray(x_test))))
+    ours_test = float(jnp.mean(_log_prob(ours, jnp.asarray(x_test))))
     assert ours_test == pytest.approx(sk.score(x_test), rel=0.01)
     assert float(ours.log_likelihood) == pytest.approx(sk.score(x_train), rel=0.01)
     trace = np.asarray(ours.log_likelihood_trace)[: int(ours.num_iters) + 1]
@@ -136,7 +142,7 @@ def test_full_em_matches_sklearn_from_the_same_start(digits10, same_start_fits):
     x_train, x_test = digits10
     ours, sk = same_start_fits
     assert bool(ours.converged) and sk.converged_
-    ours_test = float(jnp.mean(gmm_log_prob(ours, jnp.asarray(x_test))))
+    ours_test = float(jnp.mean(_log_prob(ours, jnp.asarray(x_test))))
     assert ours_test == pytest.approx(sk.score(x_test), rel=1e-3)
     assert float(ours.log_likelihood) == pytest.approx(sk.score(x_train), rel=1e-3)
     np.testing.assert_allclose(ours.means, sk.means_, atol=1e-2)
@@ -157,11 +163,11 @@ def test_log_prob_and_predictions_match_sklearn_on_its_own_fit(digits10):
     sk = GaussianMixture(4, covariance_type="full", init_params="k-means++", random_state=0).fit(x_train)
     params = GMMParams(jnp.asarray(sk.weights_, jnp.float32), jnp.asarray(sk.means_, jnp.float32),
                        jnp.asarray(sk.covariances_, jnp.float32), *([None] * 4))
-    np.testing.assert_allclose(gmm_log_prob(params, jnp.asarray(x_test)), sk.score_samples(x_test),
+    np.testing.assert_allclose(_log_prob(params, jnp.asarray(x_test)), sk.score_samples(x_test),
                                rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(gmm_predict_proba(params, jnp.asarray(x_test)), sk.predict_proba(x_test),
+    np.testing.assert_allclose(_predict_proba(params, jnp.asarray(x_test)), sk.predict_proba(x_test),
                                atol=1e-4)
-    assert np.mean(np.asarray(gmm_predict(params, jnp.asarray(x_test))) == sk.predict(x_test)) > 0.99
+    assert np.mean(np.asarray(_predict(params, jnp.asarray(x_test))) == sk.predict(x_test)) > 0.99
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
@@ -169,9 +175,9 @@ def test_samples_follow_the_mixture(covariance_type):
     cov = np.stack([np.diag(v) for v in TRUE_VARS]) if covariance_type == "full" else TRUE_VARS
     params = GMMParams(*(jnp.asarray(a, jnp.float32) for a in (TRUE_WEIGHTS, TRUE_MEANS, cov)),
                        *([None] * 4))
-    s = np.asarray(gmm_sample(params, jax.random.key(0), 40_000))
+    s = np.asarray(_sample(params, jax.random.key(0), 40_000))
     assert s.shape == (40_000, 2)
-    np.testing.assert_allclose(np.bincount(np.asarray(gmm_predict(params, jnp.asarray(s))), minlength=3)
+    np.testing.assert_allclose(np.bincount(np.asarray(_predict(params, jnp.asarray(s))), minlength=3)
                                / len(s), TRUE_WEIGHTS, atol=0.01)
     mean = TRUE_WEIGHTS @ TRUE_MEANS
     second = sum(w * (np.diag(v) + np.outer(m, m))
@@ -234,13 +240,13 @@ def test_gmm_method_fits_the_train_split_and_reports_the_discrete_likelihood():
     state = jax.jit(method.fit)(jax.random.key(0), x_train)  # as the runtime calls it
     assert state.params.means.shape == (3, 64) and bool(jnp.isfinite(state.params.log_likelihood))
     lp = jax.jit(method.log_prob)(state, x_test, None)
-    expected = gmm_log_prob(state.params, x_test.reshape(len(x_test), -1)) + 64 * math.log(1 / 17)
+    expected = _log_prob(state.params, x_test.reshape(len(x_test), -1)) + 64 * math.log(1 / 17)
     np.testing.assert_allclose(lp, expected, rtol=1e-5)
     new_state, metrics = jax.jit(method.train_step)(state, {"x": x_test}, jax.random.key(1))
     assert int(new_state.step) == 1
     np.testing.assert_array_equal(new_state.params.means, state.params.means)  # fitted once
     assert float(metrics["loss"]) == pytest.approx(-float(lp.mean()), rel=1e-5)
-    samples = method.sample(state, jax.random.key(2), 6)
+    samples = jax.jit(method.sample, static_argnums=2)(state, jax.random.key(2), 6)
     assert samples.shape == (6, 8, 8, 1) and 0 <= float(samples.min()) and float(samples.max()) <= 1
     with pytest.raises(ConfigError, match="num_components"):  # more than the training points
         registry.build(load_config(CONFIGS / "gmm_digits.py", **{"model.num_components": 5000})

@@ -70,15 +70,19 @@ def test_ode_likelihood_exact_and_hutchinson():
     xs = np.random.default_rng(0).multivariate_normal(MU, SIGMA, 4).astype(np.float32)
     m, s = (float(a) for a in VP.marginal(jnp.float32(VP.t_eps)))
     true = stats.multivariate_normal(m * MU, m**2 * SIGMA + s**2 * np.eye(2)).logpdf(xs)
-    lp, info = sde_lib.ode_log_prob(score, VP, jnp.asarray(xs), jax.random.key(0), "exact", "rk45",
-                                    rtol=1e-5, atol=1e-5)
+    # Jitted (eagerly, each op outside the solver loops would compile on its own).
+    lp, info = jax.jit(lambda x, k: sde_lib.ode_log_prob(score, VP, x, k, "exact", "rk45",
+                                                         rtol=1e-5, atol=1e-5))(jnp.asarray(xs),
+                                                                                jax.random.key(0))
     np.testing.assert_allclose(lp, true, atol=0.02)
     assert 10 < int(info["nfe"]) < 500
     # Hutchinson: unbiased, so the mean over many probes (one per copy) matches the exact trace.
     k = 256
     rep = jnp.asarray(np.repeat(xs[:1], k, 0))
+    hutchinson = jax.jit(lambda x, k, probe: sde_lib.ode_log_prob(score, VP, x, k, probe, "heun",
+                                                                  num_steps=10), static_argnums=2)
     for probe, key in (("rademacher", 1), ("gaussian", 2)):
-        lp_h, _ = sde_lib.ode_log_prob(score, VP, rep, jax.random.key(key), probe, "heun", num_steps=10)
+        lp_h, _ = hutchinson(rep, jax.random.key(key), probe)
         se = float(lp_h.std()) / np.sqrt(k)
         assert abs(float(lp_h.mean()) - true[0]) < 4 * se + 0.03, probe
         assert float(lp_h.std()) > 0.05  # the single-probe estimates really vary

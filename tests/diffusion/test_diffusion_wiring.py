@@ -54,7 +54,7 @@ def test_discretized_decoder_uses_half_the_log_variance():
     decoder = losses.make_decoder("discrete", (-1.0, 1.0), 17)
     levels = np.linspace(-1.0, 1.0, 17)
     mean, logvar = 0.2, np.log(0.15**2)
-    got = np.exp(np.asarray(decoder(jnp.asarray(levels), jnp.float32(mean), jnp.float32(logvar))))
+    got = np.exp(np.asarray(jax.jit(decoder)(jnp.asarray(levels), jnp.float32(mean), jnp.float32(logvar))))
     g = stats.norm(mean, 0.15)
     edges = np.concatenate([[-np.inf], (levels[:-1] + levels[1:]) / 2, [np.inf]])
     np.testing.assert_allclose(got, g.cdf(edges[1:]) - g.cdf(edges[:-1]), rtol=1e-4, atol=1e-7)
@@ -69,7 +69,7 @@ def test_importance_sampled_estimates_are_unbiased(monkeypatch):
                                                     "model.timestep_sampler": "importance"})
     method = registry.build(cfg)
     x = _digits()
-    state = method.init(jax.random.key(0), {"x": x})
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x})
     big_t, p = 4, np.array([0.1, 0.2, 0.3, 0.4])
     forced = {}
     monkeypatch.setattr(losses, "sample_timesteps", lambda rng, b, n, history: (
@@ -140,7 +140,7 @@ def test_score_sde_method_samples_and_density_of_gaussian_data():
                                                    "sampler.num_steps": 40, "sampler.divergence": "exact"})
     method = registry.build(cfg)
     x, _ = load_split(cfg, "train")
-    state = method.init(jax.random.key(0), {"x": jnp.asarray(x[:8])})
+    state = jax.jit(method.init)(jax.random.key(0), {"x": jnp.asarray(x[:8])})
     mu, var = jnp.asarray([0.5, -1.0]), jnp.asarray([0.3, 1.5]) ** 2
 
     def exact_eps(params, xt, t, rng=None):
@@ -167,7 +167,7 @@ def test_ddpm_learns_digits():
     method = registry.build(cfg)
     x, _ = load_split(cfg, "train")
     x = jnp.asarray(x[:512])
-    state = method.init(jax.random.key(0), {"x": x[:64]})
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x[:64]})
 
     @jax.jit
     def train(state):

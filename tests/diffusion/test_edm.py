@@ -161,7 +161,7 @@ def method_with_exact_denoiser():
     s, mu = 0.8, jnp.asarray([0.6, -0.4])
     cfg = load_config(CONFIGS / "edm_moons.py", **{**TINY, "model.sigma_data": s, "sampler.num_steps": 24})
     method = registry.build(cfg)
-    state = method.init(jax.random.key(0), {"x": jnp.zeros((8, 2))})
+    state = jax.jit(method.init)(jax.random.key(0), {"x": jnp.zeros((8, 2))})
     seen = []
 
     def exact_raw_net(params, x_in, c_noise, rng=None):
@@ -215,7 +215,7 @@ def test_edm_learns_the_moons():
     x, _ = load_split(cfg, "train")
     held, _ = load_split(cfg, "test")
     x = jnp.asarray(x[:4096])
-    state = method.init(jax.random.key(0), {"x": x[:256]})
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x[:256]})
 
     @jax.jit
     def train_and_sample(state):

@@ -54,7 +54,7 @@ def method_with_exact_velocity():
     cfg = load_config(CONFIGS / "flow_matching_moons.py", **{**TINY, "sampler.num_steps": 40,
                                                             "sampler.log_prob_solver": "heun"})
     method = registry.build(cfg)
-    state = method.init(jax.random.key(0), {"x": jnp.zeros((8, 2))})
+    state = jax.jit(method.init)(jax.random.key(0), {"x": jnp.zeros((8, 2))})
     v = exact_velocity()
     method.velocity = lambda params, x, t, rng=None: v(x, t)
     return method, state
@@ -79,7 +79,8 @@ def test_loss_with_the_exact_velocity_is_the_conditional_variance(method_with_ex
     swapped = method.velocity
     method.velocity = lambda params, x, t, rng=None: -v(x, 1.0 - t)  # the same flow, time reversed
     try:
-        bad, _ = method.loss_fn(state.params, None, {"x": x0}, jax.random.key(1), False)
+        bad, _ = jax.jit(lambda x: method.loss_fn(state.params, None, {"x": x}, jax.random.key(1),
+                                                  False))(x0)
     finally:
         method.velocity = swapped
     assert float(bad) > 1.5 * want
@@ -151,7 +152,7 @@ def test_flow_matching_learns_the_moons():
     x, _ = load_split(cfg, "train")
     held, _ = load_split(cfg, "test")
     x, held = jnp.asarray(x[:4096]), np.asarray(held[:1000])
-    state = method.init(jax.random.key(0), {"x": x[:256]})
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x[:256]})
 
     @jax.jit
     def train_and_evaluate(state, held):

@@ -82,12 +82,13 @@ def test_wgan_clips_every_critic_weight(wgan_run):
 
 def test_sample_eval_and_generate(wgan_run):
     method, state = wgan_run["method"], wgan_run["stepped"]
-    s = method.sample(state, jax.random.key(1), 7)
+    # Jitted (eagerly, each op would compile on its own).
+    s = jax.jit(method.sample, static_argnums=2)(state, jax.random.key(1), 7)
     assert s.shape == (7, 2) and bool(jnp.all(jnp.isfinite(s)))
     z = jax.random.normal(jax.random.key(1), (7, 2))
-    np.testing.assert_allclose(method.generate(state, z), s, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(method.generate)(state, z), s, rtol=1e-6)
     x, _ = load_split(wgan_run["config"], "val")
-    m = method.eval_step(state, {"x": jnp.asarray(x[:9])}, jax.random.key(2))  # 9 -> 8 (pack 2)
+    m = jax.jit(method.eval_step)(state, {"x": jnp.asarray(x[:9])}, jax.random.key(2))  # 9 -> 8 (pack 2)
     assert np.isfinite(float(m["loss"]))
 
 
@@ -151,7 +152,8 @@ def test_conditional_labels_reach_g_and_samples_are_ordered_class_by_class():
     grid = jax.jit(lambda s: interpolation_grid(method, s, jax.random.key(3), 2, 4, 2,
                                                 labels=jnp.array([1, 5])))(state)
     ends = jax.random.normal(jax.random.key(3), (2, 2, 2))
-    np.testing.assert_allclose(grid[4], method.generate(state, ends[0, 1:2], jnp.array([5]))[0], rtol=1e-5)
+    np.testing.assert_allclose(grid[4], jax.jit(method.generate)(state, ends[0, 1:2], jnp.array([5]))[0],
+                               rtol=1e-5)
     zr, img = jax.jit(lambda s: vector_arithmetic(method, s, z[:3], z[3:6], z[6:9], labels=2))(state)
     np.testing.assert_allclose(zr, z[:3].mean(0) - z[3:6].mean(0) + z[6:9].mean(0), rtol=1e-6)
     assert img.shape == (1, 2)

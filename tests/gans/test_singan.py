@@ -105,10 +105,15 @@ def test_noise_amplitude_follows_the_rmse_rule(trained):
     # By hand: G_0 on the fixed noise, upsampled bicubically to scale 1, against the real image there.
     g0 = states[s].g[0].params
     h0, h1 = method.shapes[0], method.shapes[1]
-    rec = method.g_net.apply({"params": g0}, states[s].z_rec, jnp.zeros((1, *h0, 1)))
-    up = jax.image.resize(rec, (1, *h1, 1), "bicubic")
-    real1 = jax.image.resize(batch["x"][:1], (1, *h1, 1), "bicubic", antialias=True)
-    expected = method.config.singan.noise_amp * float(jnp.sqrt(jnp.mean((real1 - up) ** 2)))
+
+    @jax.jit  # one compile (eagerly, each op would compile on its own)
+    def rmse(g0, z_rec, x):
+        rec = method.g_net.apply({"params": g0}, z_rec, jnp.zeros((1, *h0, 1)))
+        up = jax.image.resize(rec, (1, *h1, 1), "bicubic")
+        real1 = jax.image.resize(x[:1], (1, *h1, 1), "bicubic", antialias=True)
+        return jnp.sqrt(jnp.mean((real1 - up) ** 2))
+
+    expected = method.config.singan.noise_amp * float(rmse(g0, states[s].z_rec, batch["x"]))
     assert amp1 == pytest.approx(expected, rel=1e-4) and amp1 > 0
     # Set once: later steps of the scale keep it.
     later, _ = step(states[s + 1], batch, jax.random.key(9))
@@ -160,8 +165,12 @@ def test_a_critic_step_raises_real_minus_fake(trained):
     fake = jax.jit(lambda st, r: method.sample(st, r, 1))(state, jax.random.key(7))
     fake0 = singan.resize(fake, method.shapes[0])
 
+    @jax.jit
+    def critic(params):
+        return method.d_net.apply({"params": params}, jnp.concatenate([real0, fake0]))
+
     def gap(st):
-        out = method.d_net.apply({"params": st.d[0].params}, jnp.concatenate([real0, fake0]))
+        out = critic(st.d[0].params)
         return float(out[0].mean() - out[1].mean())
 
     after, metrics = step(state, batch, jax.random.key(11))
