@@ -21,7 +21,16 @@ from gen_jax import metrics, parallel, registry
 from gen_jax.checkpoint import Checkpointer, initial_state
 from gen_jax.errors import ConfigError
 from gen_jax.likelihood import bits_per_dim
-from gen_jax.train import Run, draw_samples, evaluate_split, guarded_step, log_prob_fn, restore_run, setup
+from gen_jax.train import (
+    Run,
+    draw_samples,
+    evaluate_split,
+    guarded_step,
+    log_prob_fn,
+    restore_run,
+    sample_inputs,
+    setup,
+)
 from gen_jax.value_range import ValueRange
 from gen_jax.workdir import check_writable, write_atomic
 
@@ -212,9 +221,10 @@ def evaluate_with_samples(config: ml_collections.ConfigDict | None,
     samples = None
     if n:
         r_compile, r_timed = jax.random.split(run.keys["bench"])
-        draw_samples(run, state, n, r_compile)  # compile
+        inputs = sample_inputs(run, n)  # translation Methods: the validation images
+        draw_samples(run, state, n, r_compile, inputs)  # compile
         t0 = time.perf_counter()
-        samples = draw_samples(run, state, n, r_timed)
+        samples = draw_samples(run, state, n, r_timed, inputs)
         dt = time.perf_counter() - t0
         result["sampling"] = {"num_samples": n, "seconds": dt, "samples_per_sec": n / dt,
                               "finite": bool(np.isfinite(samples).all())}

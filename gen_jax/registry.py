@@ -67,6 +67,21 @@ class HasReconstruct(Protocol):
 
 
 @runtime_checkable
+class Translates(Protocol):
+    """Image-to-image Methods (pix2pix, CycleGAN): ``sample(state, rng, num, inputs=x)``
+    translates the task inputs of data images ``x`` (N, H, W, C), tiled to ``num``; without
+    ``inputs``, the few reference images kept in the state (for figures). Evaluation passes
+    the validation images, so that its samples are as varied as the data."""
+
+    def translate(self, state: Any, *args: Any, **kwargs: Any) -> jax.Array:
+        ...
+
+    def sample(self, state: Any, rng: jax.Array, num: int, inputs: jax.Array | None = None,
+               **kwargs: Any) -> jax.Array:
+        ...
+
+
+@runtime_checkable
 class HasLatent(Protocol):
     """``encode(state, x, rng) -> z`` and ``decode(state, z) -> x``: one convention for
     VAE / AE / VQ-VAE / flows / PCA (a VAE encodes to a draw of q(z|x) given a key)."""

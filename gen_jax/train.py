@@ -162,11 +162,28 @@ def evaluate_split(run: Run, state: Any, split: str, step: int) -> dict:
     return {k: v / count for k, v in totals.items()} | {"num_examples": count}
 
 
-def draw_samples(run: Run, state: Any, num: int, rng: jax.Array) -> np.ndarray:
-    """``num`` samples from one compiled call of the Method's ``sample``."""
-    fn = run.jitted(("sample", num), lambda: jax.jit(
-        lambda s, r: run.method.sample(s, r, num), out_shardings=parallel.replicated(run.mesh)))
-    return np.asarray(jax.device_get(fn(state, rng)), np.float32)
+def draw_samples(run: Run, state: Any, num: int, rng: jax.Array,
+                 inputs: np.ndarray | None = None) -> np.ndarray:
+    """``num`` samples from one compiled call of the Method's ``sample``; for a
+    :class:`registry.Translates` Method, translations of ``inputs`` (data images) when given."""
+    rep = parallel.replicated(run.mesh)
+    if inputs is None:
+        fn = run.jitted(("sample", num), lambda: jax.jit(
+            lambda s, r: run.method.sample(s, r, num), out_shardings=rep))
+        return np.asarray(jax.device_get(fn(state, rng)), np.float32)
+    fn = run.jitted(("sample_inputs", num), lambda: jax.jit(
+        lambda s, r, x: run.method.sample(s, r, num, inputs=x), out_shardings=rep))
+    return np.asarray(jax.device_get(fn(state, rng, jnp.asarray(inputs))), np.float32)
+
+
+def sample_inputs(run: Run, num: int) -> np.ndarray | None:
+    """What ``sample`` conditions on when samples are measured: for a
+    :class:`registry.Translates` Method, up to ``num`` validation images (the Method tiles
+    them to ``num``); None for every other Method."""
+    if not isinstance(run.method, registry.Translates):
+        return None
+    x, _ = data_lib.load_split(run.config, "val")
+    return x[:num]
 
 
 def log_prob_fn(run: Run, num_samples: int):
