@@ -5,6 +5,8 @@ Modes:
   sample  write ``--num`` samples from the latest checkpoint to ``--out`` (.npy).
   eval    evaluate the latest checkpoint on the test split -> ``workdir/eval.json``.
   bench   time the compiled train step and sampler -> ``workdir/bench.json``.
+  check   trace every program of the run on abstract values (train.dry_run): the
+          config's key and shape errors in seconds, nothing compiled or written.
 
 With no ``--config``, ``train`` runs configs/vae_digits.py and ``sample``/``eval``/
 ``bench`` use the config the workdir was trained with.
@@ -34,7 +36,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (e.g. configs/vae_digits.py); override keys with "
     "--config.train.num_steps=100.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Run directory.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "bench"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "bench", "check"], "What to do.")
 _NUM = flags.DEFINE_integer("num", 64, "sample mode: how many samples.")
 _OUT = flags.DEFINE_string("out", "samples.npy", "sample mode: output .npy file.")
 _SEED = flags.DEFINE_integer("sample_seed", 0, "sample mode: seed folded into the sample key.")
@@ -109,7 +111,7 @@ def main(argv: list[str]) -> None:
             raise ConfigError(f"--resume_step={_RESUME.value}: a checkpoint step (>= 0), "
                               "in --mode=train only")
         config = _load_config(mode)
-        if mode != "sample":  # train, eval and bench write into the workdir
+        if mode not in ("sample", "check"):  # train, eval and bench write into the workdir
             from gen_jax.workdir import check_writable
 
             check_writable(_WORKDIR.value)
@@ -125,6 +127,10 @@ def main(argv: list[str]) -> None:
             path = evaluate.sample_to_file(config, _WORKDIR.value, _NUM.value, _OUT.value,
                                            _SEED.value)
             print(f"wrote {_NUM.value} samples to {path}")
+        elif mode == "check":
+            shapes = train.dry_run(config)
+            print(f"traced {', '.join(shapes)}: samples {shapes['sample'].shape}, train metrics "
+                  f"{', '.join(sorted(shapes[next(k for k in shapes if k.startswith('train_step'))]))}")
         elif mode == "eval":
             result = evaluate.evaluate(config, _WORKDIR.value)
             print(json.dumps(result, indent=2))

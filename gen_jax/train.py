@@ -244,6 +244,49 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
                          title=f"{run.config.method} on {run.info.name}")
 
 
+def dry_run(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Traces every program a training run compiles, on abstract values (``jax.eval_shape``):
+    init (or a Fits Method's fit), the guarded train step (one per stage of a
+    :class:`registry.HasStages` Method), the eval step, the sampler and, where the Method
+    has them, ``log_prob`` and ``reconstruct``. A config's key, shape and dtype errors show
+    in seconds, before a long job spends minutes compiling; nothing is compiled, trained
+    or written (the data source is read for one batch of each split).
+
+    Returns:
+      Each program's output shapes (``jax.ShapeDtypeStruct`` trees), by name:
+      "state", "train_step" (or "train_step/stage<k>"), "eval_step", "sample", and
+      "log_prob", "reconstruct" where present.
+    """
+    run = setup(config, Path("."))
+    method, keys = run.method, run.keys
+    example = _example_batch(run)
+    state = _abstract_state(run, example)
+    out: dict[str, Any] = {"state": state}
+    if isinstance(method, registry.HasStages):
+        stages = sorted({method.stage_of(s) for s in range(config.train.num_steps)})
+        steps = {f"train_step/stage{k}": method.stage_train_step(k) for k in stages}
+    else:
+        steps = {"train_step": None}
+    for name, stage_step in steps.items():
+        out[name] = jax.eval_shape(guarded_step(method, stage_step), state, example, keys["train"])[1]
+    batch = next(data_lib.make_eval_batches(config, "val", max_batches=1))
+    out["eval_step"] = jax.eval_shape(method.eval_step, state, batch, keys["eval"])
+    num = config.train.num_grid_samples
+    inputs = sample_inputs(run, num)
+    if inputs is None:
+        out["sample"] = jax.eval_shape(lambda s, r: method.sample(s, r, num), state, keys["sample"])
+    else:
+        out["sample"] = jax.eval_shape(lambda s, r, x: method.sample(s, r, num, inputs=x),
+                                       state, keys["sample"], inputs)
+    if isinstance(method, registry.HasLogProb):
+        out["log_prob"] = jax.eval_shape(
+            functools.partial(method.log_prob, num_samples=config.eval.log_prob_samples),
+            state, batch["x"], keys["log_prob"])
+    if isinstance(method, registry.HasReconstruct):
+        out["reconstruct"] = jax.eval_shape(method.reconstruct, state, batch["x"], keys["figures"])
+    return out
+
+
 def _agreed_stop(preempt: "_Preemption", step: int, t: ml_collections.ConfigDict) -> bool:
     """Whether to stop now. With several processes a signal may reach them at different
     steps; they must agree (Orbax's save is collective), so they compare flags at the

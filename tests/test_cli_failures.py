@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import PYTHON, REPO, TINY_VAE, subprocess_env
+from conftest import PYTHON, REPO, TINY_VAE, subprocess_env, tiny_vae_config
 
 from gen_jax import train
 
@@ -52,9 +52,9 @@ def mount(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """A trained workdir (in-process: the CLI's training is tested in test_main.py)."""
     workdir = tmp_path_factory.mktemp("trained")
-    proc = _run(_cli(workdir, overrides={"train.checkpoint_every": 2}))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train.train_and_evaluate(tiny_vae_config(**{"train.checkpoint_every": 2}), workdir)
     return workdir
 
 
