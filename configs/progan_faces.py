@@ -28,7 +28,7 @@ def get_config(arg=None):
     config.data.image_size = opts.res
     config.data.value_range = (-1.0, 1.0)
     config.data.batch_size = 16
-    config.data.eval_batch_size = 100
+    config.data.eval_batch_size = 40  # divides 1, 2, 4 and 8 devices (100 did not divide 8)
 
     resolutions = tuple(4 * 2 ** k for k in range(8) if 4 * 2 ** k <= opts.res)  # 4, 8, ..., res
     m = config.model
