@@ -129,8 +129,10 @@ class HasStages(Protocol):
 
 @runtime_checkable
 class Fits(Protocol):
-    """``fit(rng, x_train) -> state``: a model fitted once to the whole training split
-    (closed form or EM) rather than trained by steps.
+    """``fit(rng, x_train) -> state``: a state made from the whole training split, in
+    place of ``init``: a model fitted once (closed form or EM; its train steps then leave
+    it unchanged), or a data-dependent initialisation that the train steps go on from
+    (latent diffusion's latent scale factor, from the training split's latents).
 
     The Method stays data-free: for a fresh run the runtime loads the training split
     (``gen_jax.data.load_split(config, "train")``, the iterator's preprocessing, shaped

@@ -1,9 +1,9 @@
 """Diffusion family: schedules, DDPM / improved DDPM, samplers (DDIM, DPM-Solver), score SDEs,
-EDM, flow matching and VDM.
+EDM, flow matching, VDM and latent diffusion.
 
 Importing this package registers the Methods "ddpm" (ddpm.py; improved DDPM and
 classifier-free guidance are options of it), "score_sde" (sde.py), "edm" (edm.py)
-"flow_matching" (flow_matching.py) and "vdm" (vdm.py).
+"flow_matching" (flow_matching.py), "vdm" (vdm.py) and "ldm" (latent.py).
 
 Public: :func:`schedules.get_schedule`, :func:`samplers.sample`, the process
 functions in :mod:`process`, the losses in :mod:`losses`, :class:`unet.DDPMUNet`,
@@ -14,6 +14,7 @@ from gen_jax.diffusion import (  # noqa: F401
     ddpm,
     edm,
     flow_matching,
+    latent,
     losses,
     ode,
     process,
@@ -27,5 +28,5 @@ from gen_jax.diffusion import (  # noqa: F401
 from gen_jax.diffusion.samplers import sample
 from gen_jax.diffusion.schedules import Schedule, get_schedule
 
-__all__ = ["Schedule", "ddpm", "edm", "flow_matching", "get_schedule", "losses", "ode", "process", "sample",
-           "samplers", "score_sde", "sde", "schedules", "unet", "vdm"]
+__all__ = ["Schedule", "ddpm", "edm", "flow_matching", "get_schedule", "latent", "losses", "ode", "process",
+           "sample", "samplers", "score_sde", "sde", "schedules", "unet", "vdm"]
