@@ -30,7 +30,7 @@ def get_config(arg=None):
 
     config.sampler = ml_collections.ConfigDict()
     s = config.sampler
-    s.method = "dpm_solver++"     # "ddpm" | "ddim" | "dpm_solver" | "dpm_solver++"
+    s.name = "dpm_solver++"     # "ddpm" | "ddim" | "dpm_solver" | "dpm_solver++"
     s.num_steps = 25              # 0 = T for ddpm, 20 otherwise
     s.spacing = ""                # "" = the sampler's default
     s.eta = 0.0

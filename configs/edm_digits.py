@@ -23,7 +23,7 @@ def get_config(arg=None):
 
     config.sampler = ml_collections.ConfigDict()
     s = config.sampler
-    s.method = "heun"             # "heun" | "euler" | "stochastic"
+    s.name = "heun"             # "heun" | "euler" | "stochastic"
     s.num_steps = 18              # N; Heun makes 2N - 1 network calls
     s.sigma_min = 0.002
     s.sigma_max = 80.0

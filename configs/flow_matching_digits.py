@@ -21,7 +21,7 @@ def get_config(arg=None):
 
     config.sampler = ml_collections.ConfigDict()
     s = config.sampler
-    s.method = "heun"             # "euler" | "heun" | "rk45"
+    s.name = "heun"             # "euler" | "heun" | "rk45"
     s.num_steps = 20              # fixed-step solvers (and fixed-step log_prob)
     s.rtol = 1e-4                 # rk45
     s.atol = 1e-4

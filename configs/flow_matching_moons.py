@@ -23,7 +23,7 @@ def get_config(arg=None):
 
     config.sampler = ml_collections.ConfigDict()
     s = config.sampler
-    s.method = "heun"             # "euler" | "heun" | "rk45"
+    s.name = "heun"             # "euler" | "heun" | "rk45"
     s.num_steps = 20
     s.rtol = 1e-4
     s.atol = 1e-4

@@ -50,7 +50,7 @@ def get_config(arg=None):
 
     config.sampler = ml_collections.ConfigDict()
     s = config.sampler
-    s.method = "dpm_solver++"  # as configs/ddpm_digits.py
+    s.name = "dpm_solver++"  # as configs/ddpm_digits.py
     s.num_steps = 25
     s.spacing = ""
     s.eta = 0.0

@@ -29,7 +29,7 @@ def get_config(arg=None):
 
     config.sampler = ml_collections.ConfigDict()
     s = config.sampler
-    s.method = "ode"              # "euler_maruyama" | "pc" | "ode"
+    s.name = "ode"              # "euler_maruyama" | "pc" | "ode"
     s.num_steps = 200             # SDE steps, or fixed-step ODE steps
     s.ode_solver = "rk45"         # "rk4" | "heun" | "rk45"
     s.rtol = 1e-4

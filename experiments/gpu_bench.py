@@ -107,7 +107,7 @@ WORKLOADS = {
     ),
     "ddpm_sample_bf16": (
         "ddpm_cifar10.py",
-        {"model.dtype": "bfloat16", "sampler.method": "ddpm", "sampler.num_steps": 1000, "sample.num": 256},
+        {"model.dtype": "bfloat16", "sampler.name": "ddpm", "sampler.num_steps": 1000, "sample.num": 256},
         "sample",
         "bfloat16",
         {**_DDPM_SMOKE, "model.num_timesteps": 20, "sampler.num_steps": 20, "sample.num": 4},

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row("real: test split", test01, digits_cfg(), None, None, ref01, test01)]
 
     ldm, ldm_state, ldm_cfg = checkpoint.load_trained(args.ldm)
-    nfe = samplers.nfe(ldm_cfg.sampler.method, ldm_cfg.sampler.num_steps, order=ldm_cfg.sampler.order)
+    nfe = samplers.nfe(ldm_cfg.sampler.name, ldm_cfg.sampler.num_steps, order=ldm_cfg.sampler.order)
     for w in (float(s) for s in args.guidance.split(",")):
         fn = jax.jit(lambda s, k, w=w: ldm.sample(s, k, n, guidance=w))
         x, sec = timed_samples(fn, ldm_state, key)
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     ddpm, ddpm_state, ddpm_cfg = checkpoint.load_trained(args.ddpm)
     s = ddpm_cfg.sampler
     x, sec = timed_samples(jax.jit(lambda st, k: ddpm.sample(st, k, n)), ddpm_state, key)
-    rows.append(row(f"DDPM (pixels), unconditional, {s.method} {s.num_steps} steps", x, ddpm_cfg, sec,
-                    samplers.nfe(s.method, s.num_steps, order=s.order), ref01, test01))
+    rows.append(row(f"DDPM (pixels), unconditional, {s.name} {s.num_steps} steps", x, ddpm_cfg, sec,
+                    samplers.nfe(s.name, s.num_steps, order=s.order), ref01, test01))
 
     vae, vae_state, vae_cfg = checkpoint.load_trained(args.vae)
     x, sec = timed_samples(jax.jit(lambda st, k: vae.sample(st, k, n)), vae_state, key)

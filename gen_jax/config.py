@@ -29,6 +29,8 @@ REQUIRED_SECTIONS = ("data", "model", "optim", "train", "eval")
 RENAMED_KEYS = {
     # flows (glow, flowpp): steps of flow per level, not train.num_steps / sampler.num_steps
     "model.num_steps": "model.steps_per_level",
+    # diffusion samplers: the sampler's name, not a Method ("method" is the family)
+    "sampler.method": "sampler.name",
 }
 
 

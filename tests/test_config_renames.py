@@ -35,6 +35,21 @@ def test_an_old_workdirs_config_json_loads_under_the_new_key():
     assert config_to_json(config_from_json(config_to_json(cfg))) == config_to_json(cfg)
 
 
+def test_an_old_diffusion_workdir_names_its_sampler_under_sampler_name(caplog):
+    cfg = load_config(CONFIGS / "ddpm_digits.py:smoke")
+    old = json.loads(config_to_json(cfg))
+    old["sampler"]["method"] = "ddim"  # as written before the rename
+    del old["sampler"]["name"]
+    loaded = config_from_json(json.dumps(old))
+    assert loaded.sampler.name == "ddim" and "method" not in loaded.sampler
+    from gen_jax import registry
+
+    registry.build(loaded)  # the family reads it
+    with caplog.at_level(logging.WARNING, logger="gen_jax"):
+        cfg = load_config(CONFIGS / "edm_digits.py:smoke", **{"sampler.method": "euler"})
+    assert cfg.sampler.name == "euler" and "'sampler.name'" in caplog.text
+
+
 def test_an_old_override_is_accepted_with_one_warning_naming_the_new_key(caplog):
     with caplog.at_level(logging.WARNING, logger="gen_jax"):
         cfg = load_config(CONFIGS / "flowpp_digits.py:smoke", **{"model.num_steps": 3, "train.num_steps": 7})

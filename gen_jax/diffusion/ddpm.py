@@ -114,9 +114,9 @@ class DDPM:
         self.tx = make_optimizer(config.optim, config.train.num_steps)
         # The configured sampler, checked now (its name, steps against T, typed options)
         # rather than after training.
-        _check(config.sampler.method, tuple(samplers.SAMPLERS), "sampler.method")  # registered by now
-        samplers.check_options(config.sampler.method, config.sampler.num_steps or None,
-                               self.sched.num_timesteps, **self._sampler_options(config.sampler.method))
+        _check(config.sampler.name, tuple(samplers.SAMPLERS), "sampler.name")  # registered by now
+        samplers.check_options(config.sampler.name, config.sampler.num_steps or None,
+                               self.sched.num_timesteps, **self._sampler_options(config.sampler.name))
 
     # -- network -------------------------------------------------------------
 
@@ -227,7 +227,7 @@ class DDPM:
     def sample(self, state: TrainState, rng: jax.Array, num: int, labels: jax.Array | None = None,
                guidance: float | None = None, method: str | None = None,
                num_steps: int | None = None, **options: Any) -> jax.Array:
-        """``num`` samples by ``sampler.method`` (or ``method``), in the data's value range.
+        """``num`` samples by ``sampler.name`` (or ``method``), in the data's value range.
 
         Args:
           state: the TrainState (EMA parameters where kept).
@@ -239,7 +239,7 @@ class DDPM:
           **options: sampler options (see samplers.sample), overriding ``config.sampler``.
         """
         s = self.config.sampler
-        method = method or s.method
+        method = method or s.name
         num_steps = num_steps or s.num_steps or None
         w = float(s.guidance if guidance is None else guidance)
         opts = {**self._sampler_options(method), **options}

@@ -209,8 +209,8 @@ class EDM:
         self.net = build_network(config, info, 1, time_scale=NOISE_EMBED_SCALE)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
         self.value_range = ValueRange.from_config(config.data, info)
-        check_sampler(config.sampler.method, config.sampler.num_steps,
-                      **self._sampler_options(config.sampler.method))
+        check_sampler(config.sampler.name, config.sampler.num_steps,
+                      **self._sampler_options(config.sampler.name))
 
     def _sampler_options(self, method: str) -> dict:
         """The ``config.sampler`` values of the options sampler ``method`` takes."""
@@ -278,7 +278,7 @@ class EDM:
           **options: sampler options (``rho``, ``sigma_min``, ``s_churn``, ...),
             overriding ``config.sampler``.
         """
-        method = method or self.config.sampler.method
+        method = method or self.config.sampler.name
         n, opts = check_sampler(method, num_steps or self.config.sampler.num_steps,
                                 **{**self._sampler_options(method), **options})
         spec = SAMPLERS[method]
@@ -292,7 +292,7 @@ class EDM:
 
     def sample(self, state: TrainState, rng: jax.Array, num: int, method: str | None = None,
                num_steps: int | None = None, **options: Any) -> jax.Array:
-        """``num`` samples by ``sampler.method`` (or ``method``); see :meth:`sample_and_nfe`."""
+        """``num`` samples by ``sampler.name`` (or ``method``); see :meth:`sample_and_nfe`."""
         return self.sample_and_nfe(state, rng, num, method, num_steps, **options)[0]
 
 

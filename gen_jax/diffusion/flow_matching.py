@@ -116,7 +116,7 @@ class FlowMatching:
         self.net = build_network(config, info, 1, time_scale=TIME_EMBED_SCALE)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
         self.value_range = ValueRange.from_config(config.data, info)
-        check_sampler(s.method, s.num_steps, **self._sampler_options(s.method))
+        check_sampler(s.name, s.num_steps, **self._sampler_options(s.name))
 
     def _sampler_options(self, method: str) -> dict:
         s = self.config.sampler
@@ -164,7 +164,7 @@ class FlowMatching:
           method, num_steps: ODE solver and its steps (None = ``config.sampler``).
           **options: solver options (``rtol``, ``atol``), overriding ``config.sampler``.
         """
-        method = method or self.config.sampler.method
+        method = method or self.config.sampler.name
         n, opts = check_sampler(method, num_steps or self.config.sampler.num_steps,
                                 **{**self._sampler_options(method), **options})
         z = jax.random.normal(rng, (num, *self.info.shape))
@@ -173,7 +173,7 @@ class FlowMatching:
 
     def sample(self, state: TrainState, rng: jax.Array, num: int, method: str | None = None,
                num_steps: int | None = None, **options: Any) -> jax.Array:
-        """``num`` samples by ``sampler.method`` (or ``method``); see :meth:`sample_and_nfe`."""
+        """``num`` samples by ``sampler.name`` (or ``method``); see :meth:`sample_and_nfe`."""
         return self.sample_and_nfe(state, rng, num, method, num_steps, **options)[0]
 
     def log_prob(self, state: TrainState, x: jax.Array, rng: jax.Array, *,

@@ -383,7 +383,7 @@ class LatentDiffusion:
     def sample(self, state: TrainState, rng: jax.Array, num: int, labels: jax.Array | None = None,
                guidance: float | None = None, method: str | None = None,
                num_steps: int | None = None, **options: Any) -> jax.Array:
-        """``num`` images: latents drawn by ``sampler.method`` (DDPM.sample: labels, guidance,
+        """``num`` images: latents drawn by ``sampler.name`` (DDPM.sample: labels, guidance,
         sampler and options as there; a conditional model without ``labels`` cycles through
         the classes), decoded by the frozen autoencoder."""
         z = self.sample_latents(state, rng, num, labels=labels, guidance=guidance, method=method,

@@ -42,7 +42,7 @@ class ScoreSDE:
         m, s = config.model, config.sampler
         self.info = info
         self.sde = sde_lib.SDE(m.sde, m.beta_min, m.beta_max, m.sigma_min, m.sigma_max, m.t_eps)
-        for value, valid, key in ((s.method, sde_lib.SAMPLERS, "sampler.method"),
+        for value, valid, key in ((s.name, sde_lib.SAMPLERS, "sampler.name"),
                                   (s.ode_solver, sde_lib.ODE_SOLVERS, "sampler.ode_solver"),
                                   (s.divergence, sde_lib.DIVERGENCES, "sampler.divergence")):
             if value not in valid:
@@ -108,9 +108,9 @@ class ScoreSDE:
 
     def sample(self, state: TrainState, rng: jax.Array, num: int, method: str | None = None,
                num_steps: int | None = None) -> jax.Array:
-        """``num`` samples by ``sampler.method`` (or ``method``) with ``num_steps`` steps."""
+        """``num`` samples by ``sampler.name`` (or ``method``) with ``num_steps`` steps."""
         s = self.config.sampler
-        method = method or s.method
+        method = method or s.name
         n = num_steps or s.num_steps
         shape = (num, *self.info.shape)
         score = self.score_fn(state.eval_params)

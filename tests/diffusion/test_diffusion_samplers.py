@@ -126,5 +126,5 @@ def test_ddpm_method_checks_its_sampler_when_built():
         registry.build(load_config(CONFIGS / "ddpm_digits.py", **tiny, **{"sampler.num_steps": 60}))
     with pytest.raises(ConfigError, match="order=5"):
         registry.build(load_config(CONFIGS / "ddpm_digits.py", **tiny, **{"sampler.order": 5}))
-    with pytest.raises(ConfigError, match="sampler.method must be one of"):
-        registry.build(load_config(CONFIGS / "ddpm_digits.py", **tiny, **{"sampler.method": "heun"}))
+    with pytest.raises(ConfigError, match="sampler.name must be one of"):
+        registry.build(load_config(CONFIGS / "ddpm_digits.py", **tiny, **{"sampler.name": "heun"}))

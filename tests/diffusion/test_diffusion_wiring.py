@@ -136,7 +136,7 @@ def test_score_sde_method_samples_and_density_of_gaussian_data():
     the probability-flow ODE's samples have the data's moments and its log_prob is
     the true log-density (a flipped score sends the samples away)."""
     cfg = load_config(CONFIGS / "sde_moons.py", **{"model.hidden": 8, "model.depth": 1,
-                                                   "sampler.method": "ode", "sampler.ode_solver": "rk4",
+                                                   "sampler.name": "ode", "sampler.ode_solver": "rk4",
                                                    "sampler.num_steps": 40, "sampler.divergence": "exact"})
     method = registry.build(cfg)
     x, _ = load_split(cfg, "train")
