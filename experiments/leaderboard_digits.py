@@ -80,7 +80,12 @@ def run_family(path: Path, args, root: Path) -> dict:
         _, state, _, timing = runner.train_and_load(config, workdir)
         row["train_seconds"] = timing["seconds"]
         row["params"] = count_params(jax.device_get(state))
-        result, samples = evaluate.evaluate_with_samples(config, workdir)
+        result = reused_eval(config, workdir, args) if args.reuse_eval else None
+        if result is None:
+            result, samples = evaluate.evaluate_with_samples(config, workdir)
+        else:
+            row["eval"] = "reused"
+            samples = measured_samples(config, workdir)
         grid = samples[:GRID]  # the first of the measured samples: no second sampler compile
     except Exception as e:  # a family mid-development must not stop the table
         logging.exception("%s failed", path.name)
@@ -93,6 +98,34 @@ def run_family(path: Path, args, root: Path) -> dict:
     row["metrics"] = result.get("sample_metrics", {})
     row["grid"] = to_unit_interval(grid, config.data, 17)
     return row
+
+
+def reused_eval(config, workdir: Path, args) -> dict | None:
+    """The workdir's eval.json when it evaluated this run's final checkpoint with these
+    settings (same step and sample counts, written after the checkpoint); else None."""
+    path = workdir / "eval.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    ckpt = workdir / "checkpoints" / str(args.steps)
+    same = (result.get("step") == args.steps and ckpt.exists()
+            and path.stat().st_mtime > ckpt.stat().st_mtime
+            and result.get("sampling", {}).get("num_samples") == args.num_samples
+            and result.get("test_log_prob", {}).get("importance_samples",
+                                                    config.eval.log_prob_samples)
+            == config.eval.log_prob_samples)
+    return result if same else None
+
+
+def measured_samples(config, workdir: Path) -> np.ndarray:
+    """The samples evaluate.evaluate_with_samples measured (same key, same inputs)."""
+    from gen_jax import train
+
+    run = train.setup(config, workdir)
+    state, _ = train.restore_run(run)
+    n = config.eval.num_samples
+    _, r_timed = jax.random.split(run.keys["bench"])
+    return train.draw_samples(run, state, n, r_timed, train.sample_inputs(run, n))
 
 
 def real_rows(num_samples: int, seed: int) -> list[dict]:
@@ -120,7 +153,9 @@ def write_markdown(rows: list[dict], args, out: Path, net_accuracy: float) -> No
     lines = [
         "# Digits leaderboard", "",
         f"Every registered family's `configs/*_digits.py`, trained for **{args.steps} steps** with seed "
-        f"{args.seed} (`python experiments/leaderboard_digits.py --steps={args.steps}`; model = the config "
+        f"{args.seed} (`python experiments/leaderboard_digits.py --steps={args.steps}"
+        f"{f' --log_prob_samples={args.log_prob_samples}' if args.log_prob_samples else ''}`; "
+        "model = the config "
         f"`configs/<model>_digits.py`), then `--mode=eval`: "
         f"{args.num_samples} samples against the 1257 training digits in the features of the offline digits "
         f"CNN (test accuracy {net_accuracy:.1%}; `gen_jax/metrics/digits_features.py`).", "",
@@ -146,6 +181,11 @@ def write_markdown(rows: list[dict], args, out: Path, net_accuracy: float) -> No
             f"{_fmt(m.get('classifier_score'), '.2f')} | {_fmt(m.get('class_share_tv'), '.3f')} | "
             f"{_fmt(r.get('samples_per_sec'), ',.0f')} | {_fmt(r.get('params'), ',d')} | "
             f"{_fmt(r.get('train_seconds'), '.0f')} |")
+    reused = [r["name"] for r in rows if r.get("eval") == "reused"]
+    if reused:
+        lines += ["", f"Numbers of {', '.join(reused)}: the eval.json their run's own `--mode=eval` "
+                  "wrote for the final checkpoint with these settings (`--reuse_eval`); every other row "
+                  "was evaluated in this run."]
     skipped = [r for r in rows if "skipped" in r]
     if skipped:
         lines += ["", "Not in the table:", ""]
@@ -186,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdirs", default=str(REPO / "runs" / "leaderboard_digits"),
                         help="parent of the per-family workdirs (finished runs are reused)")
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "leaderboard_digits"))
+    parser.add_argument("--reuse_eval", action="store_true",
+                        help="take a finished run's eval.json when it evaluated the final checkpoint "
+                        "with these settings (the figure's samples are redrawn with the same key)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for name in ("absl", "orbax"):
