@@ -15,7 +15,7 @@ def get_config(arg=None):
 
     config.model.arch = "mlp"
     config.model.latent_dim = 2
-    config.model.hidden = (128, 128)
+    config.model.hidden_sizes = (128, 128)
 
     config.optim.learning_rate = 1e-3
     config.optim.schedule = "constant"

@@ -430,7 +430,7 @@ def torch_side(config, info, kind: str):
     clip = float(config.optim.get("grad_clip", 0.0) or 0.0)
     if kind in ("vae", "ddpm"):
         if kind == "vae":
-            model = TorchVAE(info.shape, m.latent_dim, tuple(m.channels), m.hidden[0], m.activation)
+            model = TorchVAE(info.shape, m.latent_dim, tuple(m.channels), m.hidden_sizes[0], m.activation)
         else:
             model = TorchDDPM(
                 TorchUNet(

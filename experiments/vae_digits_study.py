@@ -18,9 +18,9 @@ import runner
 
 VARIANTS = {
     "latent16_ch32-64_std-network": {"model.latent_dim": 16, "model.channels": (32, 64),
-                                     "model.hidden": (256,)},
+                                     "model.hidden_sizes": (256,)},
     "latent16_ch32-64_std-learned": {"model.latent_dim": 16, "model.channels": (32, 64),
-                                     "model.hidden": (256,), "model.decoder_std": "learned"},
+                                     "model.hidden_sizes": (256,), "model.decoder_std": "learned"},
     "latent8_ch16-32_std-network": {"model.upsample": "pixel_shuffle"},
     "latent8_ch16-32_std-learned": {"model.decoder_std": "learned"},
     "latent8_ch16-32_std-network_resize": {"model.upsample": "resize"},

@@ -32,6 +32,20 @@ RENAMED_KEYS = {
     # diffusion samplers: the sampler's name, not a Method ("method" is the family)
     "sampler.method": "sampler.name",
 }
+# Keys renamed in some families only (old key -> (new key, the Methods)): the old key
+# keeps its meaning in the others. The autoencoders' MLP layer sizes (a tuple) were
+# ``model.hidden``, which is one width (an int) in the flows and the diffusion
+# denoisers.
+METHOD_RENAMED_KEYS = {
+    "model.hidden": ("model.hidden_sizes", ("ae", "dae", "sae", "vae")),
+}
+
+
+def renamed_keys(method: str) -> dict[str, str]:
+    """Old dotted key -> new one, for a config of Method ``method``: RENAMED_KEYS and
+    the METHOD_RENAMED_KEYS of that Method."""
+    return {**RENAMED_KEYS, **{old: new for old, (new, methods) in METHOD_RENAMED_KEYS.items()
+                               if method in methods}}
 
 
 def load_config(path: str | Path, **overrides: Any) -> ml_collections.ConfigDict:
@@ -188,10 +202,10 @@ def apply_overrides(
 def current_key(config: ml_collections.ConfigDict, dotted: str,
                 warn: Callable[[str], None] | None = None) -> str:
     """``dotted``, or its new name when it is a renamed key that ``config`` has only
-    under the new name (see RENAMED_KEYS); then one warning line goes to ``warn``
-    (default: the "gen_jax" logger)."""
-    new = RENAMED_KEYS.get(dotted)
+    under the new name (see :func:`renamed_keys`); then one warning line goes to
+    ``warn`` (default: the "gen_jax" logger)."""
     tree = config.to_dict()
+    new = renamed_keys(str(tree.get("method", ""))).get(dotted)
     if new is None or _has_key(tree, dotted) or not _has_key(tree, new):
         return dotted
     (warn or logging.getLogger("gen_jax").warning)(
@@ -210,8 +224,8 @@ def _has_key(tree: dict, dotted: str) -> bool:
 
 def _upgrade_dict(tree: dict) -> dict:
     """A config dict with every renamed key moved to its new name (the new one wins
-    where both are present)."""
-    for old, new in RENAMED_KEYS.items():
+    where both are present), for the dict's own Method (:func:`renamed_keys`)."""
+    for old, new in renamed_keys(str(tree.get("method", ""))).items():
         if not _has_key(tree, old):
             continue
         *old_parents, old_leaf = old.split(".")
@@ -228,10 +242,10 @@ def _upgrade_dict(tree: dict) -> dict:
 
 
 def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """``config`` with renamed keys (RENAMED_KEYS) under their new names; ``config``
-    itself when it has none. The result is locked like the input."""
+    """``config`` with renamed keys (:func:`renamed_keys`) under their new names;
+    ``config`` itself when it has none. The result is locked like the input."""
     tree = config.to_dict()
-    if not any(_has_key(tree, old) for old in RENAMED_KEYS):
+    if not any(_has_key(tree, old) for old in renamed_keys(str(tree.get("method", "")))):
         return config
     upgraded = ml_collections.ConfigDict(_upgrade_dict(tree))
     if config.is_locked:

@@ -39,7 +39,7 @@ CONFIGS = REPO / "configs"
 
 # Tiny-model overrides applied on top of configs/vae_digits.py in the tests.
 TINY_VAE = {
-    "model.latent_dim": 4, "model.channels": (8, 16), "model.hidden": (32,),
+    "model.latent_dim": 4, "model.channels": (8, 16), "model.hidden_sizes": (32,),
     "data.batch_size": 32, "data.eval_batch_size": 128,
     "train.num_steps": 6, "train.log_every": 2, "train.eval_every": 0,
     "train.checkpoint_every": 3, "train.num_grid_samples": 16, "eval.num_samples": 8,

@@ -11,15 +11,39 @@ import pytest
 from conftest import CONFIGS, PYTHON, REPO, subprocess_env
 
 from gen_jax import load_config
-from gen_jax.config import RENAMED_KEYS, config_from_json, config_to_json, upgrade_config
+from gen_jax.config import METHOD_RENAMED_KEYS, RENAMED_KEYS, config_from_json, config_to_json, upgrade_config
 from gen_jax.data import dataset_info
 from gen_jax.errors import ConfigError
 from gen_jax.flows import Flow
 
 
 def test_the_table_names_keys_of_the_same_section():
-    for old, new in RENAMED_KEYS.items():
+    pairs = [*RENAMED_KEYS.items(), *((old, new) for old, (new, _) in METHOD_RENAMED_KEYS.items())]
+    for old, new in pairs:
         assert old != new and old.rsplit(".", 1)[0] == new.rsplit(".", 1)[0]
+
+
+def test_a_key_renamed_in_one_family_keeps_its_meaning_in_the_others(caplog):
+    """The autoencoders' layer sizes ``model.hidden`` (a tuple) are ``model.hidden_sizes``;
+    ``model.hidden`` stays one width (an int) in the flows and the diffusion models."""
+    vae = load_config(CONFIGS / "vae_digits.py:smoke")
+    old = json.loads(config_to_json(vae))
+    old["model"]["hidden"] = [64, 32]  # a VAE workdir written before the rename
+    del old["model"]["hidden_sizes"]
+    loaded = config_from_json(json.dumps(old))
+    assert loaded.model.hidden_sizes == (64, 32) and "hidden" not in loaded.model
+    from gen_jax import registry
+
+    assert registry.build(loaded).net.hidden == (64, 32)  # the family reads it
+    flow = load_config(CONFIGS / "realnvp_digits.py:smoke")  # a flow's config.json: untouched
+    assert config_from_json(config_to_json(flow)).model.hidden == flow.model.hidden == 8
+    with caplog.at_level(logging.WARNING, logger="gen_jax"):
+        cfg = load_config(CONFIGS / "ae_digits.py", **{"model.hidden": (48,)})
+    assert cfg.model.hidden_sizes == (48,) and "'model.hidden_sizes'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gen_jax"):
+        assert load_config(CONFIGS / "nice_digits.py", **{"model.hidden": 48}).model.hidden == 48
+    assert not caplog.records
 
 
 def test_an_old_workdirs_config_json_loads_under_the_new_key():

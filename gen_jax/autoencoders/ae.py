@@ -229,7 +229,7 @@ class Autoencoder:
             raise ConfigError(f"model.code_stats_decay must be in [0, 1), got {m.code_stats_decay}")
         self.value_range = ValueRange.from_config(config.data, self.info)
         self.net = AENet(tuple(self.info.shape), m.latent_dim, m.arch, tuple(m.channels),
-                         tuple(m.hidden), m.upsample, m.activation, m.code_activation)
+                         tuple(m.hidden_sizes), m.upsample, m.activation, m.code_activation)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
 
     # -- losses ----------------------------------------------------------------

@@ -124,7 +124,7 @@ class VAE:
                                   "likelihood bounds that of the discrete data")
         self.beta = float(m.beta)
         self.net = VAENet(tuple(self.info.shape), m.latent_dim, m.arch, tuple(m.channels),
-                          tuple(m.hidden), m.decoder, m.decoder_std, float(m.fixed_std),
+                          tuple(m.hidden_sizes), m.decoder, m.decoder_std, float(m.fixed_std),
                           m.upsample, m.activation)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
 

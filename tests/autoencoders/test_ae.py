@@ -15,7 +15,7 @@ from gen_jax.data import load_split
 from gen_jax.errors import ConfigError, DataError
 from gen_jax.metrics import auroc
 
-TINY_AE = {"model.arch": "mlp", "model.hidden": (32,), "model.latent_dim": 4, "data.batch_size": 32,
+TINY_AE = {"model.arch": "mlp", "model.hidden_sizes": (32,), "model.latent_dim": 4, "data.batch_size": 32,
            "optim.schedule": "constant", "optim.warmup_steps": 0, "train.num_steps": 50}
 
 
@@ -120,7 +120,7 @@ def test_losses_against_direct_computation():
     ("dae_digits.py", {"model.noise": "gaussian"}),
     ("dae_digits.py", {"model.noise": "masking"}),
     ("dae_digits.py", {"model.noise": "block"}),
-    ("sae_digits.py", {"model.hidden": (32,), "model.latent_dim": 32}),
+    ("sae_digits.py", {"model.hidden_sizes": (32,), "model.latent_dim": 32}),
     ("sae_digits.py", {"model.sparsity": "l1", "model.code_activation": "relu",
                        "model.sparsity_weight": 0.01, "model.latent_dim": 32}),
 ], ids=["ae-mlp", "ae-conv", "dae-gaussian", "dae-masking", "dae-block", "sae-kl", "sae-l1"])
@@ -161,7 +161,7 @@ def test_code_stats_follow_the_sampling_encoder_and_anomaly_score_is_squared_err
 
 def test_one_class_autoencoder_flags_other_digits():
     """Train on zeros only; the reconstruction error ranks other digits above test zeros."""
-    config = tiny_ae_config(**{"data.classes": (0,), "model.hidden": (64,)})
+    config = tiny_ae_config(**{"data.classes": (0,), "model.hidden_sizes": (64,)})
     ae = registry.build(config)
     x0, _ = load_split(config, "train")
     state = jax.jit(ae.init)(jax.random.key(0), {"x": x0[:32]})

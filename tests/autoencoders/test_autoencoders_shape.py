@@ -19,10 +19,10 @@ from gen_jax.registry import HasAnomalyScore, HasLatent, HasLogProb, HasReconstr
 _TINY = {"data.batch_size": 16, "optim.schedule": "constant", "optim.warmup_steps": 0,
          "train.num_steps": 10}
 _OVERRIDES = {
-    "ae": ("ae_digits.py", {"model.arch": "mlp", "model.hidden": (32,), "model.latent_dim": 4}),
-    "dae": ("dae_digits.py", {"model.arch": "mlp", "model.hidden": (32,), "model.latent_dim": 4,
+    "ae": ("ae_digits.py", {"model.arch": "mlp", "model.hidden_sizes": (32,), "model.latent_dim": 4}),
+    "dae": ("dae_digits.py", {"model.arch": "mlp", "model.hidden_sizes": (32,), "model.latent_dim": 4,
                               "model.noise": "gaussian", "model.noise_std": 0.5}),
-    "sae": ("sae_digits.py", {"model.arch": "mlp", "model.hidden": (32,), "model.latent_dim": 4}),
+    "sae": ("sae_digits.py", {"model.arch": "mlp", "model.hidden_sizes": (32,), "model.latent_dim": 4}),
     "mae": ("mae_digits.py", {"model.enc_dim": 16, "model.enc_depth": 1, "model.enc_heads": 2,
                               "model.dec_dim": 8, "model.dec_depth": 1, "model.dec_heads": 2}),
 }

@@ -120,7 +120,7 @@ def test_iwae_converges_to_the_exact_likelihood_of_a_linear_gaussian_vae():
     """With linear encoder/decoder and fixed decoder noise, p(x) = N(b, W W^T + s^2 I)
     is known in closed form: the ELBO lies below it and IWAE-K approaches it."""
     config = load_config(CONFIGS / "vae_moons.py", **{
-        "model.hidden": (), "model.latent_dim": 1, "model.decoder_std": "fixed",
+        "model.hidden_sizes": (), "model.latent_dim": 1, "model.decoder_std": "fixed",
         "model.fixed_std": 0.5, "data.num_train": 2048, "data.num_eval": 256,
         "data.batch_size": 256, "train.ema_decay": 0.0, "optim.learning_rate": 1e-2})
     vae = registry.build(config)
