@@ -1,6 +1,7 @@
 """1 device vs 8 fake CPU devices: the same train steps and evaluation for the
 families whose steps hold cross-example state or randomness that sharding could
-split wrongly: a GAN (two networks, D steps inside one call), a VQ-VAE with an
+split wrongly: a GAN (two networks, D steps inside one call), BigGAN (batch-norm
+statistics of the global batch, class-conditional, G EMA), a VQ-VAE with an
 EMA codebook and dead-code restarts (batch-wide sums of assignments), the
 improved-DDPM hybrid loss with loss-aware importance-sampled timesteps (a
 history updated from the whole batch), and the runtime's ``evaluate_split``.
@@ -36,6 +37,14 @@ CASES = {
         "model.arch": "mlp", "model.hidden": 32, "model.depth": 2, "model.num_timesteps": 20,
         "model.dropout": 0.1, "model.loss": "hybrid", "model.variance": "learned", "sampler.num_steps": 3,
         "model.timestep_sampler": "importance", "data.batch_size": 32, "data.eval_batch_size": 32}),
+    # Class-conditional batch norm (batch statistics over the whole global batch, also
+    # inside D's steps), G's EMA, spectral-norm power iterations, hierarchical latents.
+    # SGD, not Adam: biases feeding a batch norm have zero gradient up to float noise,
+    # which Adam scales into full-size steps of either sign (seen: G's shortcut bias).
+    "biggan": ("biggan_patches.py:smoke", {
+        "biggan.d_steps": 2, "biggan.ema_start": 1, "data.eval_batch_size": 32,
+        **{f"{o}.{k}": v for o in ("optim", "d_optim")
+           for k, v in {"name": "sgd", "learning_rate": 0.05, "b1": 0.0}.items()}}),
 }
 COMMON = {"train.num_steps": 3, "train.checkpoint_every": 0, "train.eval_every": 0,
           "eval.max_batches": 2, "optim.warmup_steps": 0, "optim.schedule": "constant",
