@@ -39,6 +39,7 @@ def get_config(arg=None):
     m.g_channels = (32, 32, 32, 32)  # 4x4 width, then one up-block per entry: 8, 16, 32
     m.d_channels = (32, 32, 32, 32)
     m.d_downsample = (True, True, False, False)
+    m.attention_resolution = 0     # self-attention after the G and D blocks at this size; 0 = none
 
     config.biggan = ml_collections.ConfigDict()
     b = config.biggan

@@ -35,8 +35,11 @@ Architecture: the official code's 32x32 (CIFAR) ResNet layout at any size 4 * 2^
 has a linear layer to 4x4, one up-block per doubling (CBN-ReLU-up-conv3-CBN-ReLU-conv3
 plus an up-conv1 shortcut) and BN-ReLU-conv3-tanh; D has residual blocks (the first
 without pre-activation), average-pool downsampling where ``model.d_downsample`` says,
-ReLU, a spatial sum and the projection head. No self-attention (the paper places it at
-64x64). Batch norms use the batch's statistics in training, as every GAN in gen_jax.
+ReLU, a spatial sum and the projection head. **Self-attention** (SAGAN, Zhang et al.,
+2019; :class:`SelfAttention`) after the G block and the D block whose output has
+``model.attention_resolution`` pixels a side (0 = none; the paper uses 64 at 128x128, the
+official CIFAR layout none). Batch norms use the batch's statistics in training, as every
+GAN in gen_jax.
 """
 
 from __future__ import annotations
@@ -163,6 +166,35 @@ class ConditionalBatchNorm(nn.Module):
         return x_hat * gain[:, None, None, :] + bias[:, None, None, :]
 
 
+class SelfAttention(nn.Module):
+    """SAGAN's self-attention block as BigGAN uses it (the official code's
+    ``layers.Attention``): theta, phi and g are bias-free SN 1x1 convs to C/8, C/8 and
+    C/2 channels, phi's and g's outputs max-pooled 2x2; each position attends over the
+    pooled positions, softmax_j(theta_i . phi_j) g_j, and a bias-free SN 1x1 conv maps
+    that back to C channels, added to the input with the learned gain ``gamma`` (0 at
+    initialization: the block starts as the identity)."""
+
+    channels: int
+
+    def setup(self):
+        self.theta = SNConv(self.channels // 8, (1, 1), use_bias=False)
+        self.phi = SNConv(self.channels // 8, (1, 1), use_bias=False)
+        self.g = SNConv(self.channels // 2, (1, 1), use_bias=False)
+        self.o = SNConv(self.channels, (1, 1), use_bias=False)
+        self.gamma = self.param("gamma", nn.initializers.zeros, ())
+
+    def __call__(self, x: jax.Array, update: bool = False) -> jax.Array:
+        n, h, w, c = x.shape
+
+        def pooled(y):
+            return nn.max_pool(y, (2, 2), (2, 2)).reshape(n, (h // 2) * (w // 2), -1)
+
+        theta = self.theta(x, update).reshape(n, h * w, c // 8)
+        phi, g = pooled(self.phi(x, update)), pooled(self.g(x, update))
+        beta = jax.nn.softmax(theta @ phi.transpose(0, 2, 1), axis=-1)
+        return x + self.gamma * self.o((beta @ g).reshape(n, h, w, c // 2), update)
+
+
 class GBlock(nn.Module):
     """G's residual up-block: CBN-ReLU-up2-conv3-CBN-ReLU-conv3 plus up2-conv1 shortcut."""
 
@@ -188,6 +220,7 @@ class Generator(nn.Module):
     num_classes: int
     shared_dim: int
     value_range: tuple[float, float] = (-1.0, 1.0)
+    attention_resolution: int = 0
 
     @nn.compact
     def __call__(self, z: jax.Array, y: jax.Array, update: bool = False,
@@ -201,6 +234,8 @@ class Generator(nn.Module):
         for i, c in enumerate(self.channels[1:]):
             cond = jnp.concatenate([shared, chunks[i + 1]], -1)
             h = GBlock(c, name=f"block{i}")(h, cond, update, stats_rows)
+            if h.shape[1] == self.attention_resolution:
+                h = SelfAttention(c, name="attention")(h, update)
         h = nn.relu(ConditionalBatchNorm(name="bn_out")(h, None, update, stats_rows))
         h = SNConv(self.out_shape[-1], name="conv_out")(h, update)
         return to_range(h, self.value_range)
@@ -240,6 +275,7 @@ class Discriminator(nn.Module):
     channels: Sequence[int]
     downsample: Sequence[bool]
     num_classes: int
+    attention_resolution: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array, update: bool = False,
@@ -247,8 +283,11 @@ class Discriminator(nn.Module):
         """Scores (N,); ``terms=True``: (psi(phi(x)) (N,), phi(x) (N, channels[-1]), the
         spectrally normalized class embedding table (num_classes, channels[-1]))."""
         h = x
+        attended = False
         for i, (c, down) in enumerate(zip(self.channels, self.downsample, strict=True)):
             h = DBlock(c, down, preactivation=i > 0, name=f"block{i}")(h, update)
+            if h.shape[1] == self.attention_resolution and not attended:  # after the first such block
+                h, attended = SelfAttention(c, name="attention")(h, update), True
         phi = jnp.sum(nn.relu(h), axis=(1, 2))
         psi = SNDense(1, name="linear")(phi, update)[:, 0]
         table = self.param("embed", nn.initializers.normal(1.0), (self.num_classes, self.channels[-1]))
@@ -290,6 +329,8 @@ def init_variables(rng: jax.Array, shapes: Any) -> Any:
             value = jnp.zeros(s.shape)
         elif name == "scale":
             value = jnp.ones(s.shape)
+        elif name == "gamma":  # self-attention's gain: the identity at initialization
+            value = jnp.zeros(s.shape)
         else:
             raise ValueError(f"no initializer for variable {jax.tree_util.keystr(path)}")
         out.append(value.astype(s.dtype))
@@ -329,6 +370,21 @@ class BigGAN:
         if h % 2 ** sum(d_down):
             raise ConfigError(f"model.d_downsample={d_down} halves {sum(d_down)} times; {h} is not "
                               "divisible by that")
+        _check("model.attention_resolution", m.attention_resolution, 0)
+        att = int(m.attention_resolution)
+        if att:
+            g_sizes = {4 * 2 ** (i + 1): width for i, width in enumerate(g_ch[1:])}
+            d_sizes, size = {}, h
+            for width, down in zip(d_ch, d_down, strict=True):
+                size //= 2 if down else 1
+                d_sizes.setdefault(size, width)
+            if att not in g_sizes or att not in d_sizes:
+                raise ConfigError(f"model.attention_resolution={att} must be 0 (none) or a size "
+                                  f"output by both a G block {sorted(g_sizes)} and a D block "
+                                  f"{sorted(d_sizes)}")
+            if att % 2 or min(g_sizes[att], d_sizes[att]) < 8:
+                raise ConfigError(f"model.attention_resolution={att}: self-attention pools 2x2 and "
+                                  f"needs >= 8 channels there (G {g_sizes[att]}, D {d_sizes[att]})")
         _check("model.latent_dim", m.latent_dim, 1)
         _check("model.shared_dim", m.shared_dim, 1)
         if m.latent_dim % len(g_ch):
@@ -344,8 +400,8 @@ class BigGAN:
             raise ConfigError(f"data.batch_size={config.data.batch_size} must be a multiple of "
                               f"biggan.d_steps={self.k} (one chunk per D step)")
         self.g_net = Generator((h, w, c), g_ch, self.num_classes, int(m.shared_dim),
-                               tuple(config.data.value_range))
-        self.d_net = Discriminator(d_ch, d_down, self.num_classes)
+                               tuple(config.data.value_range), att)
+        self.d_net = Discriminator(d_ch, d_down, self.num_classes, att)
         self.g_tx = make_optimizer(config.optim, config.train.num_steps)
         self.d_tx = d_optimizer(config, config.train.num_steps * self.k)
 

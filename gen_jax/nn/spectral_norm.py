@@ -89,19 +89,22 @@ class SNConv(nn.Module):
       kernel_size: (kh, kw).
       strides: (sh, sw).
       n_iters: power iterations per call.
+      use_bias: add a learned bias.
     """
 
     features: int
     kernel_size: Sequence[int] = (3, 3)
     strides: Sequence[int] = (1, 1)
     n_iters: int = 1
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, update: bool = False) -> jax.Array:
         shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
         w = spectral_normalize(self, kernel, update, self.n_iters)
         y = conv_general_dilated(x, w, tuple(self.strides), "SAME",
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + bias
+        if not self.use_bias:
+            return y
+        return y + self.param("bias", nn.initializers.zeros, (self.features,))

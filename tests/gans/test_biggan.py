@@ -331,6 +331,72 @@ def test_config_errors_name_the_value():
                              ({"biggan.truncation": -1.0}, "biggan.truncation=-1.0"),
                              ({"model.d_downsample": (True,)}, "one flag per entry"),
                              ({"data.name": "faces100"}, "not labelled image data"),
-                             ({"model.g_channels": (8, 8, 8)}, "makes 16px images")):
+                             ({"model.g_channels": (8, 8, 8)}, "makes 16px images"),
+                             ({"model.attention_resolution": 8}, r"=8 must be 0 \(none\) or a size "
+                              r"output by both a G block \[8\] and a D block \[4\]")):
         with pytest.raises(ConfigError, match=match):
             registry.build(load_config(f"{CONFIG}:smoke", **overrides))
+
+
+def _pool2(a):
+    n, h, w, c = a.shape
+    return a.reshape(n, h // 2, 2, w // 2, 2, c).max((2, 4)).reshape(n, -1, c)
+
+
+def test_self_attention_by_numpy_and_its_place_in_both_networks():
+    """SAGAN's block against numpy (1x1 convs read off as matrices by applying each
+    spectrally normalized conv to the identity); gamma starts at 0, so G and D with
+    attention equal them without it until gamma moves; with gamma != 0 it changes both."""
+    att = biggan.SelfAttention(16)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 16))
+    v = biggan.init_variables(jax.random.key(1), jax.eval_shape(att.init, jax.random.key(0), x))
+    assert float(v["params"]["gamma"]) == 0.0
+    v = {**v, "params": {**v["params"], "gamma": jnp.float32(0.7)}}
+    g_net = biggan.Generator((8, 8, 3), (8, 8), 10, 4, (-1.0, 1.0), attention_resolution=8)
+    d_net = biggan.Discriminator((8, 8), (False, True), 10, attention_resolution=8)
+    z, y = jax.random.normal(jax.random.key(2), (4, 8)), jnp.arange(4)
+    img = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
+    gv = biggan.init_variables(jax.random.key(4), jax.eval_shape(g_net.init, jax.random.key(0), z, y))
+    dv = biggan.init_variables(jax.random.key(5), jax.eval_shape(d_net.init, jax.random.key(0), img, y))
+
+    def without(variables):
+        return {k: {n: w for n, w in col.items() if n != "attention"} for k, col in variables.items()}
+
+    def with_gamma(variables, gamma):
+        return {**variables, "params": {**variables["params"], "attention": {
+            **variables["params"]["attention"], "gamma": jnp.float32(gamma)}}}
+
+    @jax.jit
+    def run(v, gv, dv):
+        mats = {n: att.apply(v, jnp.eye(k).reshape(k, 1, 1, k), method=lambda m, e, n=n: getattr(m, n)(e))
+                for n, k in (("theta", 16), ("phi", 16), ("g", 16), ("o", 8))}
+        g_plain = biggan.Generator((8, 8, 3), (8, 8), 10, 4, (-1.0, 1.0))
+        d_plain = biggan.Discriminator((8, 8), (False, True), 10)
+        return (att.apply(v, x), {n: m.reshape(m.shape[0], -1) for n, m in mats.items()},
+                [g_net.apply(with_gamma(gv, a), z, y) for a in (0.0, 0.5)],
+                g_plain.apply(without(gv), z, y),
+                [d_net.apply(with_gamma(dv, a), img, y) for a in (0.0, 0.5)],
+                d_plain.apply(without(dv), img, y))
+
+    out, w, (g0, g5), g_plain, (d0, d5), d_plain = jax.device_get(run(v, gv, dv))
+    xn = np.asarray(x, np.float64)
+    theta = xn.reshape(2, 16, 16) @ w["theta"]
+    phi, g = _pool2(xn @ w["phi"]), _pool2(xn @ w["g"])
+    logits = theta @ phi.transpose(0, 2, 1)
+    beta = np.exp(logits - logits.max(-1, keepdims=True))
+    beta /= beta.sum(-1, keepdims=True)
+    want = xn + 0.7 * ((beta @ g) @ w["o"]).reshape(2, 4, 4, 16)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+    assert np.abs(want - xn).max() > 1e-2  # not the identity
+    assert {"attention"} <= set(gv["params"]) and {"attention"} <= set(dv["params"])
+    np.testing.assert_allclose(g0, g_plain, atol=1e-6)
+    np.testing.assert_allclose(d0, d_plain, atol=1e-5)
+    assert np.abs(g5 - g0).max() > 1e-3 and np.abs(d5 - d0).max() > 1e-3
+    # The Method places it from the config (traced only): 16px, attention at 8x8 in both.
+    method = registry.build(load_config(f"{CONFIG}:smoke", **{
+        "data.patch_size": 16, "model.g_channels": (8, 8, 8), "model.latent_dim": 6,
+        "model.d_channels": (8, 8), "model.d_downsample": (True, False), "model.attention_resolution": 8}))
+    batch = {"x": jnp.zeros((16, 16, 16, 3)), "y": jnp.zeros((16,), jnp.int32)}
+    state = jax.eval_shape(method.init, jax.random.key(0), batch)
+    assert "attention" in state.g.params and "attention" in state.d.params
+    assert jax.eval_shape(lambda s: method.sample(s, jax.random.key(1), 4), state).shape == (4, 16, 16, 3)
