@@ -22,6 +22,7 @@ from gen_jax.diffusion import (  # noqa: F401
     schedules,
     score_sde,
     sde,
+    sr3,
     unet,
     vdm,
 )
