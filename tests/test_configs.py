@@ -38,7 +38,32 @@ def smoke_config(name: str, tmp_path):
         ae = tmp_path / "vae"
         train.train_and_evaluate(load_config(f"{CONFIGS / 'vae_digits.py'}:smoke"), ae)
         overrides["model.ae_workdir"] = str(ae)
+    if name == "consistency_moons.py":  # a teacher workdir: the EDM smoke model, random weights
+        overrides["model.teacher_workdir"] = str(_random_workdir("edm_moons.py", tmp_path / "edm"))
     return load_config(f"{CONFIGS / name}:smoke", **overrides)
+
+
+def _random_workdir(name: str, workdir):
+    """A workdir holding config ``name``'s smoke state with random weights at step 0 (a
+    loadable trained model for a dependant's smoke test, without compiling its training)."""
+    import jax
+
+    from gen_jax import registry
+    from gen_jax.checkpoint import Checkpointer
+    from gen_jax.data import make_train_iterator
+
+    cfg = load_config(f"{CONFIGS / name}:smoke")
+    it = make_train_iterator(cfg, cfg.seed)
+    shapes = jax.eval_shape(registry.build(cfg).init, jax.random.key(0), next(it))
+    rng = np.random.default_rng(7)
+    state = jax.tree.map(lambda s: (0.3 * rng.normal(size=s.shape)).astype(s.dtype)
+                         if np.issubdtype(s.dtype, np.floating) else np.zeros(s.shape, s.dtype), shapes)
+    workdir.mkdir()
+    (workdir / "config.json").write_text(config_to_json(cfg))
+    ckpt = Checkpointer(workdir, async_save=False)
+    ckpt.save(0, state, it.get_state(), cfg, force=True)
+    ckpt.close()
+    return workdir
 
 
 def test_every_config_has_a_smoke_variant_and_no_sys_path_edits():

@@ -1,9 +1,10 @@
-"""Diffusion family: schedules, DDPM / improved DDPM, samplers (DDIM, DPM-Solver), score SDEs,
-EDM, flow matching, VDM and latent diffusion.
+"""Diffusion family: schedules, DDPM / improved DDPM, samplers (DDIM, DPM-Solver, UniPC), score
+SDEs, EDM, flow matching, VDM, latent diffusion, SR3 and consistency distillation.
 
 Importing this package registers the Methods "ddpm" (ddpm.py; improved DDPM and
 classifier-free guidance are options of it), "score_sde" (sde.py), "edm" (edm.py)
-"flow_matching" (flow_matching.py), "vdm" (vdm.py) and "ldm" (latent.py).
+"flow_matching" (flow_matching.py), "vdm" (vdm.py), "ldm" (latent.py), "sr3" (sr3.py)
+and "consistency" (consistency.py).
 
 Public: :func:`schedules.get_schedule`, :func:`samplers.sample`, the process
 functions in :mod:`process`, the losses in :mod:`losses`, :class:`unet.DDPMUNet`,
@@ -11,6 +12,7 @@ and the SDEs, samplers and likelihood of :mod:`sde`.
 """
 
 from gen_jax.diffusion import (  # noqa: F401
+    consistency,
     ddpm,
     edm,
     flow_matching,

@@ -1,6 +1,7 @@
 """Samplers for discrete-time ε-prediction diffusion models.
 
 Public: :func:`sample` (``method`` = "ddpm" | "ddim" | "dpm_solver" | "dpm_solver++"),
+(and "unipc", UniPC's predictor-corrector, :func:`_unipc`),
 :func:`timesteps` (the step spacings) and the sampler registry: each sampler is
 registered by name with its typed :class:`Option` s (:func:`register_sampler`), so
 adding one touches this file only, and :func:`check_options` validates a call (a
@@ -423,6 +424,117 @@ def _dpm_solver_pp(eps_fn, sched, x, key, num_steps, spacing, order, clip_x0, de
     return x
 
 
+def _unipc_weights(lam: np.ndarray, alpha: np.ndarray, sigma: np.ndarray, ends: np.ndarray, order: int,
+                   variant: str, lower_order_final: bool, prediction: str = "data"
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step coefficients of UniPC (Zhao et al., 2023, Algs. 2-3 and the authors'
+    ``multistep_uni_pc_bh_update``) over the solver ends ``ends`` (T-1 -> 0), for data
+    prediction (M = x̂_0) or noise prediction (M = ε̂).
+
+    Step s -> t of order k, h = λ_t - λ_s, ĥ = -h (data) or h (noise), the k-1 previous
+    points at r_m = (λ_{-m} - λ_s) / h (negative), B(h) = ĥ (bh1) or e^ĥ - 1 (bh2),
+    c_t = α_t (data) or σ_t (noise), the linear part σ_t/σ_s (data) or α_t/α_s (noise):
+      x̃_t = (linear part) x_s - c_t (e^ĥ - 1) M_s
+      UniP:  x_t = x̃_t - c_t B(h) Σ_m ρ^p_m (M_{-m} - M_s) / r_m
+      UniC:  x^c_t = x̃_t - c_t B(h) (Σ_m ρ^c_m (M_{-m} - M_s) / r_m + ρ^c_k (M_t - M_s))
+    where ρ solve R ρ = g (R_{ij} = r_j^{i-1} with r_k = 1; g_i = i! ĥ φ_{i+1}(ĥ) / B(h), the
+    Taylor coefficients of the exponential integrator) on the first k-1 rows (UniP; ρ^p
+    = 1/2 at k = 2) or all k (UniC; ρ^c = 1/2 at k = 1). UniC's M_t is the model at the
+    predicted x_t, which is the next step's M_s too: the corrector costs no evaluation.
+
+    Returns:
+      (the linear part (n,), predictor weights on (M_s, M_{-1}, M_{-2}) (n, 3), corrector
+      weights on (M_s, M_{-1}, M_{-2}, M_t) (n, 4)), float64.
+    """
+    n = len(ends) - 1
+    s_idx, t_idx = ends[:-1], ends[1:]
+    data = prediction == "data"
+    ratio = sigma[t_idx] / sigma[s_idx] if data else alpha[t_idx] / alpha[s_idx]
+    wp, wc = np.zeros((n, 3)), np.zeros((n, 4))
+    for i in range(n):
+        s, t = ends[i], ends[i + 1]
+        k = min(order, i + 1)
+        if lower_order_final:
+            k = min(k, n - i)
+        h = lam[t] - lam[s]
+        hh = -h if data else h
+        h_phi_1 = np.expm1(hh)
+        b_h = hh if variant == "bh1" else np.expm1(hh)
+        rks = np.array([(lam[ends[i - m]] - lam[s]) / h for m in range(1, k)] + [1.0])
+        rows, g = [], []
+        h_phi_k, fact = h_phi_1 / hh - 1.0, 1.0
+        for j in range(1, k + 1):
+            rows.append(rks ** (j - 1))
+            g.append(h_phi_k * fact / b_h)
+            fact *= j + 1
+            h_phi_k = h_phi_k / hh - 1.0 / fact
+        rmat, g = np.stack(rows), np.array(g)
+        if k == 1:
+            rho_p = np.zeros(0)
+        else:
+            rho_p = np.array([0.5]) if k == 2 else np.linalg.solve(rmat[:-1, :-1], g[:-1])
+        rho_c = np.array([0.5]) if k == 1 else np.linalg.solve(rmat, g)
+        c_t = alpha[t] if data else sigma[t]
+        wp[i, 0] = -c_t * h_phi_1 + c_t * b_h * np.sum(rho_p / rks[:-1])
+        wp[i, 1:k] = -c_t * b_h * rho_p / rks[:-1]
+        wc[i, 0] = -c_t * h_phi_1 + c_t * b_h * (np.sum(rho_c[:-1] / rks[:-1]) + rho_c[-1])
+        wc[i, 1:k] = -c_t * b_h * rho_c[:-1] / rks[:-1]
+        wc[i, 3] = -c_t * b_h * rho_c[-1]
+    return ratio, wp, wc
+
+
+@register_sampler("unipc", {"spacing": _SPACING["logsnr"], "order": Option(3, int, (1, 2, 3)),
+                            "prediction": Option("data", str, ("data", "noise")),
+                            "variant": Option("bh2", str, ("bh1", "bh2")),
+                            "corrector": Option(True, bool),
+                            "lower_order_final": Option(True, bool),
+                            "denoise_to_zero": Option(False, bool)},
+                  max_steps=lambda t: t - 1, nfe=lambda n, o: n + int(o["denoise_to_zero"]))
+def _unipc(eps_fn, sched, x, key, num_steps, spacing, order, prediction, variant, corrector,
+           lower_order_final, denoise_to_zero, clip_x0):
+    """UniPC (Zhao et al., 2023): the multistep UniP-k predictor with the UniC corrector,
+    with data prediction M = x̂_0 (as DPM-Solver++) or noise prediction M = ε̂ (as
+    DPM-Solver), B(h) of variant bh1 or bh2; coefficients in :func:`_unipc_weights`.
+    UniC raises a step's order by one at no extra network call (the model at the predicted
+    point serves both the correction and the next step); the last step is not corrected,
+    so N steps make N calls. The first steps use the orders their history allows; with
+    ``lower_order_final`` the last steps drop order too (step i of N at most N - i), as the
+    authors do. ``corrector=False`` is UniP alone (UniP-2, data prediction, bh2 is
+    DPM-Solver++(2M))."""
+    ends = timesteps(sched, num_steps + 1, spacing)[::-1]
+    ab = sched.alphas_cumprod
+    lam = 0.5 * sched.log_snr  # λ = log(α/σ)
+    ratio, wp, wc = _unipc_weights(lam, np.sqrt(ab), np.sqrt(1.0 - ab), ends, order, variant,
+                                   lower_order_final, prediction)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    b = x.shape[0]
+
+    def model(x, idx):  # M(x, t): x̂_0 (clipped where asked) or ε̂ (re-derived from a clipped x̂_0)
+        if prediction == "noise":
+            return _eps(eps_fn, sched, x, idx, clip_x0)
+        tt = jnp.full((b,), idx, jnp.int32)
+        d = process.x0_from_eps(sched, x, tt, _call(eps_fn, x, tt)[0])
+        return d if clip_x0 is None else jnp.clip(d, *clip_x0)
+
+    def body(carry, inp):
+        x, m0, m1, m2 = carry
+        t, r, p, c = inp
+        x_pred = r * x + p[0] * m0 + p[1] * m1 + p[2] * m2
+        m_t = model(x_pred, t)
+        x_new = r * x + c[0] * m0 + c[1] * m1 + c[2] * m2 + c[3] * m_t if corrector else x_pred
+        return (x_new, m_t, m0, m1), None
+
+    zeros = jnp.zeros_like(x)
+    carry = (x, model(x, int(ends[0])), zeros, zeros)
+    xs = (jnp.asarray(ends[1:-1], jnp.int32), f32(ratio[:-1]), f32(wp[:-1]), f32(wc[:-1]))
+    (x, m0, m1, m2), _ = jax.lax.scan(body, carry, xs)
+    p = wp[-1]  # the last step: the predictor alone, no network call
+    x = float(ratio[-1]) * x + float(p[0]) * m0 + float(p[1]) * m1 + float(p[2]) * m2
+    if denoise_to_zero:
+        x = process.x0_from_eps(sched, x, jnp.zeros((b,), jnp.int32), _eps(eps_fn, sched, x, 0, clip_x0))
+    return x
+
+
 def nfe(method: str, num_steps: int, **options: Any) -> int:
     """Network evaluations of one :func:`sample` call (per example)."""
     spec = get_sampler(method)
@@ -451,6 +563,9 @@ def sample(eps_fn: EpsFn, schedule: Schedule, shape: tuple[int, ...], key: jax.A
         ddim: ``eta`` [0.0]; dpm_solver: ``order`` [3], ``denoise_to_zero`` [False]
         (a final x̂_0 step at t = 0, one more call); dpm_solver++: ``order`` [2] (2M; 3 = 3M),
         ``denoise_to_zero`` [False], ``lower_order_final`` [True].
+        unipc (UniPC, :func:`_unipc`): ``order`` [3], ``prediction`` (["data"] | "noise"),
+        ``variant`` ("bh1" | ["bh2"]), ``corrector`` [True], ``lower_order_final`` [True],
+        ``denoise_to_zero`` [False]; N steps are N network calls.
 
     Returns:
       x_0 samples of ``shape``.
