@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gen_jax.config import config_from_json, config_to_json
-from gen_jax.errors import CheckpointError, NonFiniteError, WorkdirError
+from gen_jax.errors import CheckpointError, ConfigError, NonFiniteError, WorkdirError
 
 log = logging.getLogger(__name__)
 
@@ -426,6 +426,33 @@ def load_trained(workdir: str | Path, step: int | None = None, mesh: Any = None
     finally:
         ckpt.close()
     return method, state, config
+
+
+def load_dependency(workdir: str, key: str, methods: Sequence[str], train_hint: str, needs: str
+                    ) -> tuple[Any, Any, ml_collections.ConfigDict]:
+    """:func:`load_trained` for a trained sub-model a config key names (the VQ-VAE under a
+    prior, the autoencoder under latent diffusion, a distillation's teacher), every
+    failure one ConfigError naming the key.
+
+    Args:
+      workdir: the key's value.
+      key: the config key, e.g. "model.ae_workdir".
+      methods: the Methods accepted there.
+      train_hint: what to train when the key is empty ("an autoencoder first (command)").
+      needs: the end of the message for a workdir of another Method.
+    """
+    if not workdir:
+        raise ConfigError(f"{key} is empty: train {train_hint} and pass its workdir")
+    path = Path(workdir)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{key}={workdir!r} is not a trained gen_jax workdir (no {path / 'config.json'})")
+    kind = config_from_json((path / "config.json").read_text()).method
+    if kind not in methods:
+        raise ConfigError(f"{key}={workdir!r} holds a {kind!r} run; {needs}")
+    try:
+        return load_trained(path)
+    except CheckpointError as e:
+        raise ConfigError(f"{key}={workdir!r}: {e}") from None
 
 
 def example_batch(config: ml_collections.ConfigDict) -> dict:

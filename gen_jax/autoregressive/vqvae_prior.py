@@ -19,7 +19,6 @@ code); it is not the images' likelihood, so this Method has no ``log_prob``.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -27,10 +26,9 @@ import ml_collections
 
 from gen_jax.autoregressive.heads import CategoricalHead
 from gen_jax.autoregressive.pixelcnn import autoregressive_sample, build_net
-from gen_jax.checkpoint import load_trained
-from gen_jax.config import config_from_json
+from gen_jax.checkpoint import load_dependency
 from gen_jax.data import DataInfo
-from gen_jax.errors import CheckpointError, ConfigError
+from gen_jax.errors import ConfigError
 from gen_jax.likelihood import bits_per_dim
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
@@ -45,23 +43,11 @@ def load_vqvae(workdir: str) -> tuple[object, dict]:
     Raises:
       ConfigError: the workdir is missing, has no checkpoint, or is not a "vqvae" run.
     """
-    if not workdir:
-        raise ConfigError("model.vqvae_workdir is empty: train a VQ-VAE first (python -m gen_jax "
-                          "--config=configs/vqvae_digits.py --workdir=runs/vqvae_digits) and pass "
-                          "its workdir")
-    path = Path(workdir)
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"model.vqvae_workdir={workdir!r} is not a trained gen_jax workdir "
-                          f"(no {path / 'config.json'})")
-    vq_config = config_from_json((path / "config.json").read_text())
-    if vq_config.method not in _VQ_METHODS:
-        raise ConfigError(f"model.vqvae_workdir={workdir!r} holds a {vq_config.method!r} run; "
-                          f"the prior needs one of {_VQ_METHODS} (a VQ-VAE-2's two code maps "
-                          "need a hierarchical prior, not implemented)")
-    try:
-        method, state, _ = load_trained(path)
-    except CheckpointError as e:
-        raise ConfigError(f"model.vqvae_workdir={workdir!r}: {e}") from None
+    method, state, _ = load_dependency(
+        workdir, "model.vqvae_workdir", _VQ_METHODS,
+        "a VQ-VAE first (python -m gen_jax --config=configs/vqvae_digits.py --workdir=runs/vqvae_digits)",
+        f"the prior needs one of {_VQ_METHODS} (a VQ-VAE-2's two code maps need a hierarchical "
+        "prior, not implemented)")
     return method, jax.device_get(method.variables(state))
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -47,12 +46,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gen_jax.checkpoint import load_trained
-from gen_jax.config import config_from_json
+from gen_jax.checkpoint import load_dependency
 from gen_jax.data import DataInfo
 from gen_jax.diffusion.ddpm import init_network_state
 from gen_jax.diffusion.edm import precondition, sigma_steps
-from gen_jax.errors import CheckpointError, ConfigError
+from gen_jax.errors import ConfigError
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
@@ -129,21 +127,10 @@ def load_teacher(workdir: str) -> FrozenTeacher:
     Raises:
       ConfigError: the workdir is empty, missing, has no checkpoint, or holds another method.
     """
-    if not workdir:
-        raise ConfigError("model.teacher_workdir is empty: train an EDM teacher first (python -m gen_jax "
-                          "--config=configs/edm_moons.py --workdir=runs/edm_moons) and pass its workdir")
-    path = Path(workdir)
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"model.teacher_workdir={workdir!r} is not a trained gen_jax workdir "
-                          f"(no {path / 'config.json'})")
-    kind = config_from_json((path / "config.json").read_text()).method
-    if kind != "edm":
-        raise ConfigError(f"model.teacher_workdir={workdir!r} holds a {kind!r} run; consistency "
-                          "distillation needs an 'edm' teacher")
-    try:
-        method, state, _ = load_trained(path)
-    except CheckpointError as e:
-        raise ConfigError(f"model.teacher_workdir={workdir!r}: {e}") from None
+    method, state, _ = load_dependency(
+        workdir, "model.teacher_workdir", ("edm",),
+        "an EDM teacher first (python -m gen_jax --config=configs/edm_moons.py --workdir=runs/edm_moons)",
+        "consistency distillation needs an 'edm' teacher")
     return FrozenTeacher(method, jax.device_get(state.eval_params))
 
 

@@ -36,7 +36,6 @@ sample metrics are computed by the runtime on the decoded samples. No ``log_prob
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -44,12 +43,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.checkpoint import load_trained
-from gen_jax.config import config_from_json
+from gen_jax.checkpoint import load_dependency
 from gen_jax.data import DataInfo
 from gen_jax.diffusion.ddpm import DDPM
 from gen_jax.diffusion.unet import timestep_embedding
-from gen_jax.errors import CheckpointError, ConfigError
+from gen_jax.errors import ConfigError
 from gen_jax.registry import register
 from gen_jax.state import TrainState
 from gen_jax.steps import make_eval_step, make_train_step
@@ -218,21 +216,10 @@ def load_autoencoder(workdir: str) -> FrozenAutoencoder:
     Raises:
       ConfigError: the workdir is empty, missing, has no checkpoint, or holds another method.
     """
-    if not workdir:
-        raise ConfigError("model.ae_workdir is empty: train an autoencoder first (python -m gen_jax "
-                          "--config=configs/vae_digits.py --workdir=runs/vae_digits) and pass its workdir")
-    path = Path(workdir)
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"model.ae_workdir={workdir!r} is not a trained gen_jax workdir "
-                          f"(no {path / 'config.json'})")
-    ae_method = config_from_json((path / "config.json").read_text()).method
-    if ae_method not in AE_METHODS:
-        raise ConfigError(f"model.ae_workdir={workdir!r} holds a {ae_method!r} run; latent diffusion "
-                          f"needs one of {', '.join(AE_METHODS)}")
-    try:
-        method, state, _ = load_trained(path)
-    except CheckpointError as e:
-        raise ConfigError(f"model.ae_workdir={workdir!r}: {e}") from None
+    method, state, _ = load_dependency(
+        workdir, "model.ae_workdir", AE_METHODS,
+        "an autoencoder first (python -m gen_jax --config=configs/vae_digits.py --workdir=runs/vae_digits)",
+        f"latent diffusion needs one of {', '.join(AE_METHODS)}")
     return FrozenAutoencoder.from_state(method, state)
 
 
