@@ -242,9 +242,17 @@ class GAN:
 
         # Unrolled: XLA:CPU runs conv weight gradients inside a while-loop body through a
         # naive loop emitter (~50x slower; experiments/results/conv_crossover.md), and
-        # gan.d_steps is small, so compile time grows little.
-        state, d_metrics = jax.lax.scan(body, state, (xs, ys, keys[:self.k]),
-                                        unroll=self.unroll_d_steps)
+        # gan.d_steps is small, so compile time grows little. A Python loop, not
+        # lax.scan(unroll=True): with one D step (the default) that still emits a
+        # one-trip while loop, and kept the 32x32 DCGAN step at 12-15 s instead of ~1 s.
+        if self.unroll_d_steps:
+            per_step = []
+            for i in range(self.k):
+                state, m = body(state, (xs[i], None if ys is None else ys[i], keys[i]))
+                per_step.append(m)
+            d_metrics = jax.tree.map(lambda *v: jnp.stack(v), *per_step)
+        else:
+            state, d_metrics = jax.lax.scan(body, state, (xs, ys, keys[:self.k]))
         state, g_metrics = self.g_update(state, None if ys is None else ys[-1], keys[self.k], n)
         metrics = {k: v.mean() for k, v in d_metrics.items()} | g_metrics
         metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]  # both finite, for the runtime's check

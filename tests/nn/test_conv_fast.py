@@ -161,11 +161,13 @@ def test_rule_by_shape():
     assert choose_impl((32, 32), (3, 3), 128) == "lax_wdot"
 
 
-def test_gan_unrolled_d_steps_equal_the_scanned_ones():
+@pytest.mark.parametrize("d_steps", [1, 2])
+def test_gan_unrolled_d_steps_equal_the_scanned_ones(d_steps):
     """gan.train_step unrolls its k D steps (conv weight gradients in a loop body are slow
-    on XLA:CPU); as a loop it gives the same state and metrics."""
+    on XLA:CPU); as a loop it gives the same state and metrics. One D step (the default)
+    included: lax.scan(unroll=True) of length 1 still emits a while loop."""
     config = load_config(CONFIGS / "gan_toy2d.py", **{
-        "model.g_hidden": (8,), "model.d_hidden": (8,), "gan.d_steps": 2, "data.batch_size": 8})
+        "model.g_hidden": (8,), "model.d_hidden": (8,), "gan.d_steps": d_steps, "data.batch_size": 8})
     method = registry.build(config)
     batch = {"x": jax.random.normal(jax.random.key(3), (8, 2))}
     state = jax.jit(method.init)(jax.random.key(0), batch)
