@@ -412,6 +412,26 @@ class _FeatureMethod:
     def features(self, model_state: dict, x: Array) -> dict[str, Array]:
         return self.extractor(model_state["extractor"], model_state["channels"], x)
 
+    def flow_input(self, model_state: dict, x: Array) -> Any:
+        """What the subclass's flow (``self.flow``) takes for the crops ``x``."""
+        raise NotImplementedError
+
+    def init(self, rng: Array, example_batch: dict) -> TrainState:
+        """The frozen parts from ``rng``'s first key, the flow's parameters from its second
+        and the flow's input for the example batch (data-dependent initialisation)."""
+        x = jnp.asarray(example_batch["x"])
+        self.info.check_batch(x)
+        k_channels, k_flow = jax.random.split(rng)
+        frozen = self.frozen_state(k_channels, x)
+        params = self.flow.init(k_flow, self.flow_input(frozen, x))["params"]
+        return TrainState.create(params, self.tx, self.config.train.ema_decay, model_state=frozen)
+
+    def train_step(self, state: TrainState, batch: dict, rng: Array):
+        return make_train_step(self.loss_fn)(state, batch, rng)
+
+    def eval_step(self, state: TrainState, batch: dict, rng: Array) -> dict:
+        return make_eval_step(self.loss_fn)(state, batch, rng)
+
 
 class FastFlow(_FeatureMethod):
     """The FastFlow Method (gen_jax.registry.Method, Fits, HasAnomalyScore, HasAnomalyMap)."""
@@ -457,21 +477,9 @@ class FastFlow(_FeatureMethod):
             params[key] = {**params[key], "LocationNorm_0": norm}
         return TrainState.create(params, self.tx, self.config.train.ema_decay, model_state=state.model_state)
 
-    def init(self, rng: Array, example_batch: dict) -> TrainState:
-        """Flow parameters from a real batch (:class:`LocationNorm` initialises on the
-        features of its first 64 crops)."""
-        x = jnp.asarray(example_batch["x"])
-        self.info.check_batch(x)
-        k_channels, k_flow = jax.random.split(rng)
-        frozen = self.frozen_state(k_channels, x)
-        params = self.flow.init(k_flow, self.features(frozen, x[:64]))["params"]
-        return TrainState.create(params, self.tx, self.config.train.ema_decay, model_state=frozen)
-
-    def train_step(self, state: TrainState, batch: dict, rng: Array):
-        return make_train_step(self.loss_fn)(state, batch, rng)
-
-    def eval_step(self, state: TrainState, batch: dict, rng: Array) -> dict:
-        return make_eval_step(self.loss_fn)(state, batch, rng)
+    def flow_input(self, model_state: dict, x: Array) -> dict[str, Array]:
+        """The feature maps of the first 64 crops (:class:`LocationNorm` initialises on them)."""
+        return self.features(model_state, x[:64])
 
     def sample(self, state: TrainState, rng: Array, num: int) -> Array:
         """The anomaly maps of the kept good crops, as images (module doc); ``rng`` unused."""
@@ -569,19 +577,8 @@ class DifferNet(_FeatureMethod):
         loss = nll.mean() / dim
         return loss, ({"nll_per_dim": loss}, model_state)
 
-    def init(self, rng: Array, example_batch: dict) -> TrainState:
-        x = jnp.asarray(example_batch["x"])
-        self.info.check_batch(x)
-        k_channels, k_flow = jax.random.split(rng)
-        frozen = self.frozen_state(k_channels, x)
-        params = self.flow.init(k_flow, self.embed(frozen, x))["params"]
-        return TrainState.create(params, self.tx, self.config.train.ema_decay, model_state=frozen)
-
-    def train_step(self, state: TrainState, batch: dict, rng: Array):
-        return make_train_step(self.loss_fn)(state, batch, rng)
-
-    def eval_step(self, state: TrainState, batch: dict, rng: Array) -> dict:
-        return make_eval_step(self.loss_fn)(state, batch, rng)
+    def flow_input(self, model_state: dict, x: Array) -> Array:
+        return self.embed(model_state, x)
 
     def sample(self, state: TrainState, rng: Array, num: int) -> Array:
         """Random rotations / reflections of the kept good crops (what the flow is trained on)."""
