@@ -79,9 +79,15 @@ def test_flat_optimizer_state_makes_the_same_updates(name):
     flat, per_array = (TrainState.create(params, make_optimizer(_optim(**kw, flatten=f), 10))
                        for f in (True, False))
     assert len(jax.tree.leaves(flat.opt_state)) < len(jax.tree.leaves(per_array.opt_state))
-    for i in range(5):
-        grads = jax.tree.map(lambda p, i=i: jnp.sin(p * (i + 1)) * 3.0, flat.params)
-        flat, per_array = flat.apply_gradients(grads), per_array.apply_gradients(grads)
+
+    @jax.jit  # one program (eagerly, every op of the optimizer compiled on its own)
+    def five_steps(flat, per_array):
+        for i in range(5):
+            grads = jax.tree.map(lambda p, i=i: jnp.sin(p * (i + 1)) * 3.0, flat.params)
+            flat, per_array = flat.apply_gradients(grads), per_array.apply_gradients(grads)
+        return flat, per_array
+
+    flat, per_array = five_steps(flat, per_array)
     chex.assert_trees_all_close(flat.params, per_array.params, rtol=1e-5, atol=1e-6)
 
 

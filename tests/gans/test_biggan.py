@@ -348,16 +348,23 @@ def test_self_attention_by_numpy_and_its_place_in_both_networks():
     spectrally normalized conv to the identity); gamma starts at 0, so G and D with
     attention equal them without it until gamma moves; with gamma != 0 it changes both."""
     att = biggan.SelfAttention(16)
-    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 16))
-    v = biggan.init_variables(jax.random.key(1), jax.eval_shape(att.init, jax.random.key(0), x))
-    assert float(v["params"]["gamma"]) == 0.0
-    v = {**v, "params": {**v["params"], "gamma": jnp.float32(0.7)}}
     g_net = biggan.Generator((8, 8, 3), (8, 8), 10, 4, (-1.0, 1.0), attention_resolution=8)
     d_net = biggan.Discriminator((8, 8), (False, True), 10, attention_resolution=8)
-    z, y = jax.random.normal(jax.random.key(2), (4, 8)), jnp.arange(4)
-    img = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
-    gv = biggan.init_variables(jax.random.key(4), jax.eval_shape(g_net.init, jax.random.key(0), z, y))
-    dv = biggan.init_variables(jax.random.key(5), jax.eval_shape(d_net.init, jax.random.key(0), img, y))
+
+    @jax.jit  # one program (eagerly, every slice of init_variables compiled on its own)
+    def inputs_and_variables():
+        x = jax.random.normal(jax.random.key(0), (2, 4, 4, 16))
+        z, y = jax.random.normal(jax.random.key(2), (4, 8)), jnp.arange(4)
+        img = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
+        k = jax.random.key(0)
+        return (x, z, y, img,
+                biggan.init_variables(jax.random.key(1), jax.eval_shape(att.init, k, x)),
+                biggan.init_variables(jax.random.key(4), jax.eval_shape(g_net.init, k, z, y)),
+                biggan.init_variables(jax.random.key(5), jax.eval_shape(d_net.init, k, img, y)))
+
+    x, z, y, img, v, gv, dv = inputs_and_variables()
+    assert float(v["params"]["gamma"]) == 0.0
+    v = {**v, "params": {**v["params"], "gamma": jnp.float32(0.7)}}
 
     def without(variables):
         return {k: {n: w for n, w in col.items() if n != "attention"} for k, col in variables.items()}
