@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,17 +31,29 @@ def smoke_config(name: str, tmp_path):
     unchanged: the programs are those of its own smoke test (the compilation cache's).
     """
     overrides = {}
-    if name == "vqvae_prior_digits.py":
-        vq = tmp_path / "vqvae"
-        train.train_and_evaluate(load_config(f"{CONFIGS / 'vqvae_digits.py'}:smoke"), vq)
-        overrides["model.vqvae_workdir"] = str(vq)
-    if name == "ldm_digits.py":
-        ae = tmp_path / "vae"
-        train.train_and_evaluate(load_config(f"{CONFIGS / 'vae_digits.py'}:smoke"), ae)
-        overrides["model.ae_workdir"] = str(ae)
+    for dependant, key, base in DEPENDANTS:
+        if name == dependant:
+            overrides[key] = str(_smoke_workdir(base, tmp_path / base.removesuffix(".py")))
     if name == "consistency_moons.py":  # a teacher workdir: the EDM smoke model, random weights
         overrides["model.teacher_workdir"] = str(_random_workdir("edm_moons.py", tmp_path / "edm"))
     return load_config(f"{CONFIGS / name}:smoke", **overrides)
+
+
+# Configs whose smoke run loads another config's trained smoke workdir: (dependant, the
+# override naming that workdir, the config it loads). Each pair runs on one worker (an
+# xdist group, base first), so the base's own smoke test leaves the workdir the dependant
+# loads; trained again only when the dependant runs alone (e.g. selected with -k).
+DEPENDANTS = [("vqvae_prior_digits.py", "model.vqvae_workdir", "vqvae_digits.py"),
+              ("ldm_digits.py", "model.ae_workdir", "vae_digits.py")]
+_SMOKE_WORKDIRS: dict[str, Path] = {}  # config name -> its finished smoke run, this worker
+
+
+def _smoke_workdir(name: str, workdir: Path) -> Path:
+    """Config ``name``'s smoke run, trained into ``workdir`` unless this worker has one."""
+    if name not in _SMOKE_WORKDIRS:
+        train.train_and_evaluate(load_config(f"{CONFIGS / name}:smoke"), workdir)
+        _SMOKE_WORKDIRS[name] = workdir
+    return _SMOKE_WORKDIRS[name]
 
 
 def _random_workdir(name: str, workdir):
@@ -134,7 +147,16 @@ def test_config_traces_every_program(name, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name", TRAINED)
+def _trained_params():
+    """TRAINED, each dependant and its base in one xdist group, the base first."""
+    group = {n: f"smoke:{base}" for dep, _, base in DEPENDANTS for n in (dep, base)}
+    first = {base for _, _, base in DEPENDANTS}
+    order = sorted(TRAINED, key=lambda n: n not in first)  # stable: bases first
+    return [pytest.param(n, marks=pytest.mark.xdist_group(group[n])) if n in group else n
+            for n in order]
+
+
+@pytest.mark.parametrize("name", _trained_params())
 def test_config_loads_and_trains_three_steps(name, tmp_path):
     cfg = smoke_config(name, tmp_path)
     assert _round_trips(cfg)
@@ -143,6 +165,8 @@ def test_config_loads_and_trains_three_steps(name, tmp_path):
             state = train.train_and_evaluate(cfg, tmp_path / "run")
     else:
         state = train.train_and_evaluate(cfg, tmp_path / "run")
+    if name in {base for _, _, base in DEPENDANTS}:
+        _SMOKE_WORKDIRS.setdefault(name, tmp_path / "run")
     assert int(state.step) == 3
     records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]

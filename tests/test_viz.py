@@ -196,17 +196,95 @@ def test_dedup_metric_series_last_wins_and_splits():
     np.testing.assert_array_equal(kl["train"][1], [0.1])
 
 
-def test_save_loss_curves(tmp_path):
-    records = [
-        {"step": s, "split": sp, "loss": 1.0 / (s + 1), "kl": 0.1 * s, "tag": "x"}
-        for s in range(5)
-        for sp in ("train", "val")
-    ]
-    records.append({"step": 5, "split": "train", "loss": float("inf")})
-    viz.save_loss_curves(tmp_path / "all.png", records, title="run")
-    viz.save_loss_curves(tmp_path / "one.png", records, keys=["loss", "missing"])
-    _assert_png(tmp_path / "all.png")
-    _assert_png(tmp_path / "one.png")
+def _colour_pixels(img: np.ndarray, hex_colour: str, tol: int = 40) -> np.ndarray:
+    """(row, col) of the pixels within ``tol`` of a colour (anti-aliased edges excluded)."""
+    rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return np.argwhere(np.abs(img[..., :3].astype(int) - rgb).max(-1) <= tol)
+
+
+def test_save_loss_curves_draws_each_split_where_its_values_are(tmp_path):
+    # loss falls along the steps; val sits far above train in "loss" and far below in
+    # "acc": each split in its own colour (C0 train, C1 val, as matplotlib's cycle), in
+    # every panel, at the height of its values, one panel per key in a 3-column grid.
+    steps = np.arange(0, 101, 10)
+    records = [{"step": int(t), "split": "train", "loss": 10.0 - 0.05 * t, "acc": 0.9,
+                "tag": "x"} for t in steps]
+    records += [{"step": int(t), "split": "val", "loss": 20.0 - 0.05 * t, "acc": 0.1}
+                for t in steps[::5]]
+    records += [{"step": 200, "split": "train", "loss": float("inf"), "acc": float("nan")},
+                {"step": 5, "split": "train", "never_finite": float("nan")}]
+    path = tmp_path / "curves.png"
+    viz.save_loss_curves(path, records, keys=["loss", "acc", "never_finite", "missing"],
+                         title="run")
+    with Image.open(path) as f:
+        assert f.format == "PNG"
+        img = np.asarray(f.convert("RGB"))
+    assert img.shape[:2] == (40 + 2 * 320, 3 * 450)  # 4 panels: 3 columns, 2 rows
+    train, val = viz._CYCLE[0], viz._CYCLE[1]
+    for col, val_above in ((0, True), (1, False)):  # the loss panel, then the acc panel
+        panel = img[40:360, col * 450:(col + 1) * 450]  # below the legend
+        t, v = _colour_pixels(panel, train), _colour_pixels(panel, val)
+        assert len(t) > 100 and len(v) > 20, (col, len(t), len(v))
+        for p in (t, v):  # inside the plot frame (x 75..435, y 30..265 of the panel)
+            assert p[:, 1].min() > 75 and p[:, 1].max() < 435 and p[:, 0].min() > 30 and \
+                p[:, 0].max() < 265, (p.min(0), p.max(0))
+        assert (v[:, 0].mean() < t[:, 0].mean()) == val_above, col  # image rows grow downwards
+        if col == 0:  # the falling train loss: lower (larger row) to the right
+            assert np.corrcoef(t[:, 1], t[:, 0])[0, 1] > 0.9
+            # spans the plot's width: the first and the last step are 100 steps apart
+            assert t[:, 1].max() - t[:, 1].min() > 300
+    for corner in (img[360:, 900:], img[360:, 450:900]):  # no data: no curve colours
+        assert len(_colour_pixels(corner, train)) == 0 and len(_colour_pixels(corner, val)) == 0
+
+
+@pytest.mark.parametrize("lo, hi, max_ticks, integer, want", [
+    (0.0, 3000.0, 4, True, [0, 1000, 2000, 3000]),
+    (1.9, 4.1, 4, True, [2, 3, 4]),
+    (0.00118, 0.00203, 5, False, [0.0012, 0.0014, 0.0016, 0.0018, 0.0020]),
+    (-1.05, 1.05, 5, False, [-1.0, -0.5, 0.0, 0.5, 1.0]),
+    (0.0, 1.1, 5, False, [0.0, 0.25, 0.5, 0.75, 1.0]),
+    (2.0, 2.0, 5, False, [2.0]),
+    (0.0, 0.4, 4, True, [0]),
+])
+def test_nice_ticks_by_hand(lo, hi, max_ticks, integer, want):
+    np.testing.assert_allclose(viz.nice_ticks(lo, hi, max_ticks, integer), want, atol=1e-12)
+
+
+def test_nice_ticks_are_round_steps_inside_the_range_and_as_fine_as_allowed():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        lo = float(rng.normal() * 10.0 ** rng.integers(-4, 5))
+        hi = lo + max(float(rng.exponential() * 10.0 ** rng.integers(-4, 5)), 1e-4 * abs(lo))
+        for integer in (False, True):
+            t = viz.nice_ticks(lo, hi, 5, integer)
+            if integer and np.floor(hi) < np.ceil(lo):  # no integer in range: no tick
+                assert len(t) == 0
+                continue
+            assert 1 <= len(t) <= 5 and t[0] >= lo - 1e-9 * abs(lo) and t[-1] <= hi + 1e-9 * abs(hi)
+            if len(t) < 2:
+                assert integer or hi - lo == 0
+                continue
+            step = t[1] - t[0]
+            mantissa = step / 10 ** np.floor(np.log10(step) + 1e-9)
+            assert np.allclose(np.diff(t), step)
+            assert min(abs(mantissa - m) for m in (1, 2, 2.5, 5)) < 1e-5, (lo, hi, t)
+            if integer:
+                assert step >= 1 and np.allclose(t, np.round(t)) and mantissa != 2.5
+            # the next finer round step would give more than 5 ticks (or fall below 1)
+            seq = (1, 2, 5) if integer else (1, 2, 2.5, 5)
+            i = min(range(len(seq)), key=lambda j: abs(seq[j] - mantissa))
+            finer = (seq[i - 1] if i else seq[-1] / 10) * step / mantissa
+            if not (integer and finer < 1 - 1e-9):
+                count = np.floor(hi / finer + 1e-9) - np.ceil(lo / finer - 1e-9) + 1
+                assert count > 5, (lo, hi, t)
+
+
+def test_tick_labels_show_the_step_and_no_more():
+    assert viz._tick_labels(np.array([0.0012, 0.0014, 0.002])) == ["0.0012", "0.0014", "0.0020"]
+    assert viz._tick_labels(np.array([0.0, 0.25, 0.5])) == ["0.00", "0.25", "0.50"]
+    assert viz._tick_labels(np.array([-1.0, -0.5, 0.0])) == ["-1.0", "-0.5", "0.0"]
+    assert viz._tick_labels(np.array([0.0, 1000.0, 2000.0])) == ["0", "1000", "2000"]
+    assert viz._tick_labels(np.array([0.0, 1e6, 2e6])) == ["0", "1e+06", "2e+06"]
 
 
 def test_save_loss_curves_empty(tmp_path):
