@@ -124,16 +124,17 @@ def jax_side(config, info, method, kind: str):
     params = st.params if hasattr(st, "params") else {"g": st.g.params, "d": st.d.params}
     n_params = int(sum(np.size(p) for p in jax.tree.leaves(params)))
     key = jax.random.key(2)
+    options = parallel.compiler_options(config, tuple(info.shape))  # what the runtime compiles with
     t0 = time.perf_counter()
     if kind == "pixelcnn":
-        sample = jax.jit(lambda s, r: method.sample(s, r, 64))
+        sample = jax.jit(lambda s, r: method.sample(s, r, 64), compiler_options=options)
         jax.block_until_ready(sample(box["state"], key))
 
         def call():
             box["i"] += 1
             jax.block_until_ready(sample(box["state"], jax.random.fold_in(key, box["i"])))
     else:
-        fn = parallel.jit_train_step(train_lib.guarded_step(method), mesh)
+        fn = parallel.jit_train_step(train_lib.guarded_step(method), mesh, options)
         batch = parallel.shard_batch(host, mesh)
 
         def call():

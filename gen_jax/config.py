@@ -21,6 +21,7 @@ from gen_jax.errors import ConfigError, GenJaxError
 
 # The sections every config has (configs/default.py); families fill `model`.
 REQUIRED_SECTIONS = ("data", "model", "optim", "train", "eval")
+CONV_FUSION_CHOICES = ("auto", "on", "off")  # runtime.cpu_conv_fusion (gen_jax/parallel.py)
 
 # Config keys renamed since older workdirs were written: old dotted key -> new one.
 # An old workdir's config.json and an old config file load with the new keys; an
@@ -343,6 +344,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     t, o, d = config.train, config.optim, config.data
     if t.nonfinite not in ("raise", "skip"):
         raise ConfigError(f"train.nonfinite must be 'raise' or 'skip', got {t.nonfinite!r}")
+    fusion = (config.get("runtime") or {}).get("cpu_conv_fusion", "auto")
+    if fusion not in CONV_FUSION_CHOICES:
+        raise ConfigError(f"runtime.cpu_conv_fusion must be one of {CONV_FUSION_CHOICES}, got {fusion!r}")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if o.name not in OPTIMIZERS:

@@ -254,7 +254,7 @@ def benchmark(config: ml_collections.ConfigDict | None, workdir: str | Path,
     else:
         state, _ = restore_run(run)
     r_steps, r_compile, r_timed = jax.random.split(run.keys["bench"], 3)
-    step_fn = parallel.jit_train_step(guarded_step(run.method), run.mesh)
+    step_fn = parallel.jit_train_step(guarded_step(run.method), run.mesh, run.options)
     compiled = step_fn.lower(state, batch, r_steps).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

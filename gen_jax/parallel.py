@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from gen_jax.config import CONV_FUSION_CHOICES
 from gen_jax.errors import ConfigError
 
 DATA_AXIS = "data"
@@ -195,14 +196,49 @@ def shard_global_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
     return jax.tree.map(put, batch)
 
 
-def jit_train_step(step: Callable, mesh: jax.sharding.Mesh) -> Callable:
-    """``(state, batch, rng) -> (state, metrics)`` compiled with the state donated."""
+CONV_FUSION_MIN_SIZE = 16  # "auto": YNNPACK fusion off for images at least this tall and wide
+
+
+def compiler_options(config: Any, shape: tuple[int, ...] | None) -> dict[str, str] | None:
+    """XLA options for a run's programs (``jax.jit(..., compiler_options=...)``) from
+    ``config.runtime.cpu_conv_fusion``: on the CPU backend, "off" (and "auto" for data of
+    shape (H, W, C) with H, W >= CONV_FUSION_MIN_SIZE) turns XLA:CPU's YNNPACK fusion
+    off; None (XLA's defaults) otherwise and on GPU/TPU.
+
+    Measured on the 2-core CPU (experiments/results/bench_vs_pytorch_ynn_ab.md, gen_jax
+    steps interleaved, off / on speed): 28x28 VAE 1.27, 32x32 DCGAN 1.19, 8x8 DCGAN 0.86,
+    8x8 VAE and DDPM 0.96-1.08. Per program, not per process: an XLA_FLAGS setting
+    applies to every model in the process, this to one run's programs.
+
+    Raises:
+      ConfigError: an unknown ``runtime.cpu_conv_fusion``.
+    """
+    runtime = config.get("runtime") or {}
+    choice = runtime.get("cpu_conv_fusion", "auto")  # configs written before the key: auto
+    if choice not in CONV_FUSION_CHOICES:
+        raise ConfigError(f"runtime.cpu_conv_fusion must be one of {CONV_FUSION_CHOICES}, "
+                          f"got {choice!r}")
+    if jax.default_backend() != "cpu":
+        return None
+    large = (shape is not None and len(shape) == 3
+             and min(shape[:2]) >= CONV_FUSION_MIN_SIZE)
+    if choice == "off" or (choice == "auto" and large):
+        return {"xla_cpu_experimental_ynn_fusion_type": ""}
+    return None
+
+
+def jit_train_step(step: Callable, mesh: jax.sharding.Mesh,
+                   options: dict[str, str] | None = None) -> Callable:
+    """``(state, batch, rng) -> (state, metrics)`` compiled with the state donated
+    (``options``: XLA compiler options, e.g. from :func:`compiler_options`)."""
     rep, data = replicated(mesh), batch_sharding(mesh)
     return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
-                   donate_argnums=0)
+                   donate_argnums=0, compiler_options=options)
 
 
-def jit_eval_step(step: Callable, mesh: jax.sharding.Mesh) -> Callable:
+def jit_eval_step(step: Callable, mesh: jax.sharding.Mesh,
+                  options: dict[str, str] | None = None) -> Callable:
     """``(state, batch, rng) -> metrics`` compiled; the state is not donated."""
     rep, data = replicated(mesh), batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=rep)
+    return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=rep,
+                   compiler_options=options)

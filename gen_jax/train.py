@@ -46,6 +46,8 @@ class Run:
     info: data_lib.DataInfo
     keys: dict[str, jax.Array]
     compiled: dict = dataclasses.field(default_factory=dict)
+    # XLA options of the run's programs (parallel.compiler_options: runtime.cpu_conv_fusion)
+    options: dict[str, str] | None = None
 
     def jitted(self, key: Any, build) -> Any:
         """``build()``'s jitted function, made once per Run (jit caches by function
@@ -70,7 +72,8 @@ def setup(config: ml_collections.ConfigDict | None, workdir: str | Path) -> Run:
     # One key per purpose; every use below derives from its own key with fold_in.
     names = ("init", "train", "eval", "log_prob", "sample", "figures", "bench")
     keys = dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names)), strict=True))
-    return Run(config, Path(workdir), method, mesh, info, keys)
+    options = parallel.compiler_options(config, tuple(info.shape) if info.kind == "image" else None)
+    return Run(config, Path(workdir), method, mesh, info, keys, options=options)
 
 
 def _example_batch(run: Run) -> dict:
@@ -147,7 +150,8 @@ def guarded_step(method: Any, train_step: Any = None):
 
 def evaluate_split(run: Run, state: Any, split: str, step: int) -> dict:
     """Example-weighted means of ``eval_step`` over a split."""
-    eval_step = run.jitted("eval_step", lambda: parallel.jit_eval_step(run.method.eval_step, run.mesh))
+    eval_step = run.jitted("eval_step", lambda: parallel.jit_eval_step(run.method.eval_step, run.mesh,
+                                                                           run.options))
     totals: dict[str, float] = {}
     count = 0
     batches = data_lib.make_eval_batches(run.config, split, run.mesh.devices.size,
@@ -169,10 +173,11 @@ def draw_samples(run: Run, state: Any, num: int, rng: jax.Array,
     rep = parallel.replicated(run.mesh)
     if inputs is None:
         fn = run.jitted(("sample", num), lambda: jax.jit(
-            lambda s, r: run.method.sample(s, r, num), out_shardings=rep))
+            lambda s, r: run.method.sample(s, r, num), out_shardings=rep, compiler_options=run.options))
         return np.asarray(jax.device_get(fn(state, rng)), np.float32)
     fn = run.jitted(("sample_inputs", num), lambda: jax.jit(
-        lambda s, r, x: run.method.sample(s, r, num, inputs=x), out_shardings=rep))
+        lambda s, r, x: run.method.sample(s, r, num, inputs=x), out_shardings=rep,
+        compiler_options=run.options))
     return np.asarray(jax.device_get(fn(state, rng, jnp.asarray(inputs))), np.float32)
 
 
@@ -194,7 +199,7 @@ def log_prob_fn(run: Run, num_samples: int):
         rep, data = parallel.replicated(run.mesh), parallel.batch_sharding(run.mesh)
         # replicated output: every process can read all of it
         return jax.jit(functools.partial(run.method.log_prob, num_samples=num_samples),
-                       in_shardings=(rep, data, rep), out_shardings=rep)
+                       in_shardings=(rep, data, rep), out_shardings=rep, compiler_options=run.options)
 
     return run.jitted(("log_prob", num_samples), build)
 
@@ -216,14 +221,16 @@ def write_figures(run: Run, state: Any, step: int, final: bool = False) -> None:
     if run.info.kind != "image":
         num = max(num, 1000)  # a 2-D scatter needs more points than an image grid
     sample = run.jitted(("figure_sample", num),
-                        lambda: jax.jit(lambda s, r: run.method.sample(s, r, num)))
+                        lambda: jax.jit(lambda s, r: run.method.sample(s, r, num),
+                                        compiler_options=run.options))
     samples = np.asarray(sample(local, r_sample), np.float32)
     if run.info.kind == "image":
         vr = tuple(run.config.data.value_range)
         viz.save_image_grid(out / f"step_{step:06d}.png", samples, value_range=vr)
         if isinstance(run.method, registry.HasReconstruct):
             x = next(data_lib.make_eval_batches(run.config, "val"))["x"][:32]
-            recon = run.jitted("figure_recon", lambda: jax.jit(run.method.reconstruct))
+            recon = run.jitted("figure_recon", lambda: jax.jit(run.method.reconstruct,
+                                                               compiler_options=run.options))
             pairs = np.stack([x, np.asarray(recon(local, x, r_recon))], 1)  # original, recon, ...
             viz.save_image_grid(out / f"recon_step_{step:06d}.png", pairs.reshape(-1, *x.shape[1:]),
                                 nrow=8, value_range=vr)
@@ -399,7 +406,7 @@ def _step_programs(run: Run) -> Any:
     """``step -> the jitted, guarded train step for that step``: one program, or for a
     staged Method (registry.HasStages) one program per stage, compiled when first used."""
     if not isinstance(run.method, registry.HasStages):
-        one = parallel.jit_train_step(guarded_step(run.method), run.mesh)
+        one = parallel.jit_train_step(guarded_step(run.method), run.mesh, run.options)
         return lambda step: one
     programs: dict[int, Any] = {}
 
@@ -407,7 +414,7 @@ def _step_programs(run: Run) -> Any:
         stage = run.method.stage_of(step)
         if stage not in programs:
             programs[stage] = parallel.jit_train_step(
-                guarded_step(run.method, run.method.stage_train_step(stage)), run.mesh)
+                guarded_step(run.method, run.method.stage_train_step(stage)), run.mesh, run.options)
         return programs[stage]
 
     return at

@@ -179,3 +179,50 @@ def test_gan_unrolled_d_steps_equal_the_scanned_ones(d_steps):
         out[unroll] = lowered.compile()(state, batch, jax.random.key(1))
     assert loops[False] == loops[True] + 1  # the D-step loop, and only it, is gone
     chex.assert_trees_all_close(out[True], out[False], atol=1e-6, rtol=1e-6)
+
+
+# -- XLA:CPU's YNNPACK fusion per run (runtime.cpu_conv_fusion) ---------------------------
+
+
+def _ynn_ops(compiled) -> int:
+    return compiled.as_text().lower().count("ynn")
+
+
+def test_conv_fusion_choice_by_image_size_and_the_runtime_compiles_with_it(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from gen_jax import parallel, train
+    from gen_jax.data import make_train_iterator
+    from gen_jax.errors import ConfigError
+
+    off = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    cfg = load_config(CONFIGS / "vae_digits.py")
+    assert parallel.compiler_options(cfg, (8, 8, 1)) is None  # "auto" below 16 px: XLA's default
+    assert parallel.compiler_options(cfg, (16, 16, 3)) == off
+    assert parallel.compiler_options(cfg, (28, 15, 1)) is None
+    assert parallel.compiler_options(cfg, None) is None  # not an image
+    for choice, small, large in (("on", None, None), ("off", off, off)):
+        c = load_config(CONFIGS / "vae_digits.py", **{"runtime.cpu_conv_fusion": choice})
+        assert (parallel.compiler_options(c, (8, 8, 1)), parallel.compiler_options(c, (32, 32, 3))) == (
+            small, large)
+    with pytest.raises(ConfigError, match=r"runtime.cpu_conv_fusion must be one of .*'auto'.* got 'of'"):
+        load_config(CONFIGS / "vae_digits.py", **{"runtime.cpu_conv_fusion": "of"})
+    # The option reaches XLA: a 28x28 convolution is YNN-fused by default, not with it.
+    x, w = jnp.ones((4, 28, 28, 8)), jnp.ones((3, 3, 8, 8))
+
+    def conv(w):
+        return conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    impl="lax").sum()
+
+    assert _ynn_ops(jax.jit(conv).lower(w).compile()) > 0
+    assert _ynn_ops(jax.jit(conv, compiler_options=off).lower(w).compile()) == 0
+    # The runtime's train step for 28x28 images (vae_mnist:smoke on mock data) takes the Run's options.
+    with tfds.testing.mock_data(num_examples=64):
+        cfg = load_config(f"{CONFIGS / 'vae_mnist.py'}:smoke")
+        run = train.setup(cfg, tmp_path)
+        batch = next(make_train_iterator(cfg, cfg.seed))
+    assert run.options == off
+    state = train._init_state(run, batch)
+    step = train._step_programs(run)(0)
+    compiled = step.lower(state, parallel.shard_batch(batch, run.mesh), run.keys["train"]).compile()
+    assert _ynn_ops(compiled) == 0
