@@ -14,7 +14,7 @@ import pytest
 import scipy.linalg
 from flax import linen as nn
 
-from gen_jax import load_config, registry, train
+from gen_jax import load_config, parallel, registry, train
 from gen_jax.data import dataset_info, make_train_iterator
 from gen_jax.gans import singan
 from gen_jax.metrics import inception
@@ -40,7 +40,9 @@ def trained():
     """A tiny 2-scale SinGAN (24 px brick, 16 px coarsest) and its states: fresh, after the
     whole coarsest scale, and after the first step of scale 1."""
     method, batch = _build()
-    step = jax.jit(method.train_step)
+    # compiled as the runtime compiles it (its XLA options: the conv fusion for 16+ px images)
+    step = jax.jit(method.train_step,
+                   compiler_options=parallel.compiler_options(_config(), tuple(method.info.shape)))
     state = jax.jit(method.init)(jax.random.key(0), batch)
     states = {0: state}
     for i in range(STEPS_PER_SCALE + 1):
