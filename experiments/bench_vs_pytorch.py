@@ -124,7 +124,7 @@ def jax_side(config, info, method, kind: str):
     params = st.params if hasattr(st, "params") else {"g": st.g.params, "d": st.d.params}
     n_params = int(sum(np.size(p) for p in jax.tree.leaves(params)))
     key = jax.random.key(2)
-    options = parallel.compiler_options(config, tuple(info.shape))  # what the runtime compiles with
+    options = parallel.compiler_options(config)  # what the runtime compiles with
     t0 = time.perf_counter()
     if kind == "pixelcnn":
         sample = jax.jit(lambda s, r: method.sample(s, r, 64), compiler_options=options)

@@ -200,9 +200,8 @@ def run_workload(name: str, smoke: bool, steps: int, warmup: int) -> dict:
     key = jax.random.key(2)
 
     if what == "train":
-        # the runtime's XLA options (None on a GPU; the CPU smoke run: by image size)
-        fn = parallel.jit_train_step(train_lib.guarded_step(method), mesh,
-                                     parallel.compiler_options(config, tuple(info.shape)))
+        # the runtime's XLA options (None on a GPU)
+        fn = parallel.jit_train_step(train_lib.guarded_step(method), mesh, parallel.compiler_options(config))
         batch = parallel.shard_batch(host, mesh)
         t0 = time.perf_counter()
         compiled = fn.lower(state, batch, key).compile()

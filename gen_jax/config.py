@@ -21,7 +21,7 @@ from gen_jax.errors import ConfigError, GenJaxError
 
 # The sections every config has (configs/default.py); families fill `model`.
 REQUIRED_SECTIONS = ("data", "model", "optim", "train", "eval")
-CONV_FUSION_CHOICES = ("auto", "on", "off")  # runtime.cpu_conv_fusion (gen_jax/parallel.py)
+CONV_FUSION_CHOICES = ("off", "on")  # runtime.cpu_conv_fusion (gen_jax/parallel.py)
 
 # Config keys renamed since older workdirs were written: old dotted key -> new one.
 # An old workdir's config.json and an old config file load with the new keys; an
@@ -274,6 +274,14 @@ def resolve_key(config: ml_collections.ConfigDict, dotted: str) -> tuple[ml_coll
     return node, leaf
 
 
+def conv_fusion_choice(config: ml_collections.ConfigDict) -> str:
+    """``runtime.cpu_conv_fusion``, checked ("off" for a config written before the key)."""
+    choice = (config.get("runtime") or {}).get("cpu_conv_fusion", "off")
+    if choice not in CONV_FUSION_CHOICES:
+        raise ConfigError(f"runtime.cpu_conv_fusion must be one of {CONV_FUSION_CHOICES}, got {choice!r}")
+    return choice
+
+
 # Every numeric field the runtime reads, with its valid range, checked in one place.
 # (section, key, kind, low, high, what): kind "int" or "float"; a bound of None is open;
 # "gt" = strictly greater than ``low``.
@@ -344,9 +352,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     t, o, d = config.train, config.optim, config.data
     if t.nonfinite not in ("raise", "skip"):
         raise ConfigError(f"train.nonfinite must be 'raise' or 'skip', got {t.nonfinite!r}")
-    fusion = (config.get("runtime") or {}).get("cpu_conv_fusion", "auto")
-    if fusion not in CONV_FUSION_CHOICES:
-        raise ConfigError(f"runtime.cpu_conv_fusion must be one of {CONV_FUSION_CHOICES}, got {fusion!r}")
+    conv_fusion_choice(config)
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if o.name not in OPTIMIZERS:

@@ -62,10 +62,10 @@ def get_config() -> ml_collections.ConfigDict:
     # JAX's persistent compilation cache in $GEN_JAX_CACHE/xla or ~/.cache/gen_jax/xla
     # (gen_jax/compilation_cache.py); JAX_COMPILATION_CACHE_DIR, when set, wins.
     config.runtime.compilation_cache = True
-    # XLA:CPU's YNNPACK convolution fusion for the run's programs: "auto" (off for images
-    # of 16+ px, where XLA's own convolutions were 1.2-1.3x faster per train step; on below,
-    # where YNNPACK was faster), "on" or "off"; ignored off CPU (gen_jax/parallel.py).
-    config.runtime.cpu_conv_fusion = "auto"
+    # XLA:CPU's YNNPACK convolution fusion for the run's programs, "off" or "on"; ignored
+    # off CPU. Off made 4 of 5 measured train steps 1.2-1.75x faster and the 8x8 DCGAN's
+    # 1.1x slower (experiments/results/conv_fusion_ab.md; gen_jax/parallel.py).
+    config.runtime.cpu_conv_fusion = "off"
 
     config.eval = ml_collections.ConfigDict()
     config.eval.num_samples = 1000      # samples drawn by --mode=eval

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from gen_jax.config import CONV_FUSION_CHOICES
+from gen_jax.config import conv_fusion_choice
 from gen_jax.errors import ConfigError
 
 DATA_AXIS = "data"
@@ -196,33 +196,21 @@ def shard_global_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
     return jax.tree.map(put, batch)
 
 
-CONV_FUSION_MIN_SIZE = 16  # "auto": YNNPACK fusion off for images at least this tall and wide
+def compiler_options(config: Any) -> dict[str, str] | None:
+    """XLA options for a run's programs (``jax.jit(..., compiler_options=...)``): with
+    ``config.runtime.cpu_conv_fusion = "off"`` (the default) on the CPU backend, XLA:CPU's
+    YNNPACK fusion is off; None (XLA's defaults) for "on" and on GPU/TPU.
 
-
-def compiler_options(config: Any, shape: tuple[int, ...] | None) -> dict[str, str] | None:
-    """XLA options for a run's programs (``jax.jit(..., compiler_options=...)``) from
-    ``config.runtime.cpu_conv_fusion``: on the CPU backend, "off" (and "auto" for data of
-    shape (H, W, C) with H, W >= CONV_FUSION_MIN_SIZE) turns XLA:CPU's YNNPACK fusion
-    off; None (XLA's defaults) otherwise and on GPU/TPU.
-
-    Measured on the 2-core CPU (experiments/results/bench_vs_pytorch_ynn_ab.md, gen_jax
-    steps interleaved, off / on speed): 28x28 VAE 1.27, 32x32 DCGAN 1.19, 8x8 DCGAN 0.86,
-    8x8 VAE and DDPM 0.96-1.08. Per program, not per process: an XLA_FLAGS setting
-    applies to every model in the process, this to one run's programs.
+    Measured on the idle 2-core CPU (``python experiments/bench_conv_fusion.py``: gen_jax's
+    train steps, interleaved; experiments/results/conv_fusion_ab.md), off / on speed:
+    28x28 VAE 1.75, 32x32 DCGAN 1.18, 8x8 DDPM 1.54-1.64, 8x8 VAE 1.20-1.30, 8x8 DCGAN
+    0.87-0.90. Per program, not per process (unlike XLA_FLAGS): one run's choice does not
+    change another model's programs in the same process.
 
     Raises:
       ConfigError: an unknown ``runtime.cpu_conv_fusion``.
     """
-    runtime = config.get("runtime") or {}
-    choice = runtime.get("cpu_conv_fusion", "auto")  # configs written before the key: auto
-    if choice not in CONV_FUSION_CHOICES:
-        raise ConfigError(f"runtime.cpu_conv_fusion must be one of {CONV_FUSION_CHOICES}, "
-                          f"got {choice!r}")
-    if jax.default_backend() != "cpu":
-        return None
-    large = (shape is not None and len(shape) == 3
-             and min(shape[:2]) >= CONV_FUSION_MIN_SIZE)
-    if choice == "off" or (choice == "auto" and large):
+    if conv_fusion_choice(config) == "off" and jax.default_backend() == "cpu":
         return {"xla_cpu_experimental_ynn_fusion_type": ""}
     return None
 

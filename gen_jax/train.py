@@ -72,8 +72,7 @@ def setup(config: ml_collections.ConfigDict | None, workdir: str | Path) -> Run:
     # One key per purpose; every use below derives from its own key with fold_in.
     names = ("init", "train", "eval", "log_prob", "sample", "figures", "bench")
     keys = dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names)), strict=True))
-    options = parallel.compiler_options(config, tuple(info.shape) if info.kind == "image" else None)
-    return Run(config, Path(workdir), method, mesh, info, keys, options=options)
+    return Run(config, Path(workdir), method, mesh, info, keys, options=parallel.compiler_options(config))
 
 
 def _example_batch(run: Run) -> dict:

@@ -40,9 +40,9 @@ def trained():
     """A tiny 2-scale SinGAN (24 px brick, 16 px coarsest) and its states: fresh, after the
     whole coarsest scale, and after the first step of scale 1."""
     method, batch = _build()
-    # compiled as the runtime compiles it (its XLA options: the conv fusion for 16+ px images)
+    # compiled as the runtime compiles it (its XLA options: runtime.cpu_conv_fusion)
     step = jax.jit(method.train_step,
-                   compiler_options=parallel.compiler_options(_config(), tuple(method.info.shape)))
+                   compiler_options=parallel.compiler_options(_config()))
     state = jax.jit(method.init)(jax.random.key(0), batch)
     states = {0: state}
     for i in range(STEPS_PER_SCALE + 1):
