@@ -369,7 +369,7 @@ def _tick_labels(ticks: np.ndarray) -> list[str]:
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
     if not math.isclose(round(step * 10 ** decimals), step * 10 ** decimals, rel_tol=1e-6):
         decimals += 1  # 0.25, 2.5: one more digit
-    return [f"{t:.{decimals}f}".replace("-0", "0") if t == 0 else f"{t:.{decimals}f}" for t in ticks]
+    return [f"{t + 0.0:.{decimals}f}" for t in ticks]  # + 0.0: -0.0 prints as 0.0
 
 
 def _limits(values: np.ndarray, integer: bool) -> tuple[float, float]:
