@@ -48,6 +48,7 @@ DEFECT_TYPES = ("scratch", "hole", "cut", "stain", "inset")
 GOOD = "good"
 NUM_TEST_GOOD = 40
 NUM_TEST_PER_DEFECT = 16
+DEFECT_SPLITS = ("test", "val")  # the splits with defect sets (defect_set)
 DEFAULT_SIDE = 256
 DEFAULT_CROP = 64
 # Fixed seeds (independent of config.seed): crop tables per split and the test defects.
@@ -181,10 +182,10 @@ def _stain(rng: np.random.Generator, base: np.ndarray, ctx: dict) -> tuple[np.nd
 
 
 def _inset(rng: np.random.Generator, base: np.ndarray, ctx: dict) -> tuple[np.ndarray, np.ndarray]:
-    """An ellipse of another category's texture (from that image's test region)."""
+    """An ellipse of another category's texture (from that image's region of the same split)."""
     c = base.shape[0]
     foreign = ctx["foreign"][rng.integers(len(ctx["foreign"]))]
-    top, left = crop_boxes(foreign.shape[0], c, "test", 1, int(rng.integers(1 << 30)))[0]
+    top, left = crop_boxes(foreign.shape[0], c, ctx.get("split", "test"), 1, int(rng.integers(1 << 30)))[0]
     patch = foreign[top:top + c, left:left + c, 0].astype(np.float64)
     return patch, _ellipse(rng, c, 6.0, 14.0)
 
@@ -228,32 +229,50 @@ class DefectTestSet:
     boxes: np.ndarray
 
 
-@functools.lru_cache(maxsize=8)
-def test_set(category: str, image_side: int = DEFAULT_SIDE, crop: int = DEFAULT_CROP) -> DefectTestSet:
-    """The fixed test set of ``category`` (module doc): good crops first, then
-    :data:`NUM_TEST_PER_DEFECT` crops of each defect type in :data:`DEFECT_TYPES` order."""
+@functools.lru_cache(maxsize=16)
+def defect_set(category: str, image_side: int = DEFAULT_SIDE, crop: int = DEFAULT_CROP,
+               split: str = "test") -> DefectTestSet:
+    """The fixed defect set of ``category`` on ``split``'s region (module doc): good crops
+    first, then :data:`NUM_TEST_PER_DEFECT` crops of each defect type in
+    :data:`DEFECT_TYPES` order.
+
+    ``split="test"`` is the benchmark (:func:`test_set`). ``split="val"`` is a development
+    set of the same layout and generators on crops of the val region, with draws of its own
+    (other positions, defect shapes and inset sources, the insets taken from the other
+    categories' val regions): settings are chosen on it, so the test set is read once."""
+    if split not in DEFECT_SPLITS:
+        raise ConfigError(f"defect sets exist for splits {DEFECT_SPLITS}, not {split!r}")
     _check_sizes(image_side, crop)
     image = category_image(category, image_side)
     foreign = tuple(category_image(o, image_side) for o in CATEGORIES if o != category)
     kinds = [GOOD] * NUM_TEST_GOOD + [k for k in DEFECT_TYPES for _ in range(NUM_TEST_PER_DEFECT)]
-    boxes = crop_boxes(image_side, crop, "test", len(kinds), CATEGORIES.index(category))
+    cat = CATEGORIES.index(category)
+    # The test draws keep their original seeds; the val draws add a marker to every seed.
+    extra = () if split == "test" else (DEFECT_SPLITS.index(split),)
+    boxes = crop_boxes(image_side, crop, split, len(kinds), cat)
     xs, masks = [], []
     for i, (kind, (top, left)) in enumerate(zip(kinds, boxes, strict=True)):
         x = image[top:top + crop, left:left + crop]
         mask = np.zeros((crop, crop), bool)
         if kind != GOOD:
-            rng = np.random.default_rng([_DEFECT_SEED, CATEGORIES.index(category), image_side, crop, i])
-            x, mask = apply_defect(kind, x, rng, {"foreign": foreign})
+            rng = np.random.default_rng([_DEFECT_SEED, cat, image_side, crop, i, *extra])
+            x, mask = apply_defect(kind, x, rng, {"foreign": foreign, "split": split})
         xs.append(x)
         masks.append(mask)
     kinds = np.array(kinds)
     label = (kinds != GOOD).astype(np.int32)
-    for a in (*xs, *masks):
-        a.setflags(write=False)
     out = DefectTestSet(category, np.stack(xs), np.stack(masks), label, kinds, boxes)
     for a in (out.x, out.mask, out.label, out.defect_type, out.boxes):
         a.setflags(write=False)
     return out
+
+
+def test_set(category: str, image_side: int = DEFAULT_SIDE, crop: int = DEFAULT_CROP) -> DefectTestSet:
+    """The fixed test set of ``category``: :func:`defect_set` on the test region."""
+    return defect_set(category, image_side, crop, "test")
+
+
+test_set.cache_clear = defect_set.cache_clear  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- the data source

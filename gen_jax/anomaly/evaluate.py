@@ -1,6 +1,7 @@
 """Evaluate a trained Method on the offline defect benchmark (gen_jax/anomaly/benchmark.py).
 
     python -m gen_jax.anomaly.evaluate --workdir=RUN [--workdir=RUN2 ...] [--sigma=4] [--out=FILE]
+        [--split=val]
 
 Each workdir is a run trained on ``defects:<category>`` (its good crops). Its
 Method scores the category's fixed test set: image AUROC from ``anomaly_score``
@@ -45,7 +46,7 @@ def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def evaluate_method(method: Any, state: Any, config: ml_collections.ConfigDict, *,
-                    sigma: float = 0.0, seed: int = 0, batch_size: int = 64) -> dict:
+                    sigma: float = 0.0, seed: int = 0, batch_size: int = 64, split: str = "test") -> dict:
     """The benchmark metrics of a Method trained on ``config.data`` (``defects:<category>``).
 
     Args:
@@ -56,12 +57,14 @@ def evaluate_method(method: Any, state: Any, config: ml_collections.ConfigDict, 
       sigma: Gaussian smoothing of the maps, in pixels (0 = none).
       seed: root of the keys handed to the scoring functions (fold_in per batch).
       batch_size: examples per compiled call.
+      split: "test" (the benchmark) or "val" (its development set,
+        :func:`gen_jax.anomaly.benchmark.defect_set`: choose settings there).
 
     Returns:
       :func:`gen_jax.anomaly.metrics.evaluate_maps`'s dict plus "category", "sigma",
       "image_score" (where the image score came from) and "seconds".
     """
-    from gen_jax.data import load_split
+    from gen_jax.data import load_split, preprocess_as_split
 
     name = config.data.name
     if not name.startswith("defects:"):
@@ -73,9 +76,12 @@ def evaluate_method(method: Any, state: Any, config: ml_collections.ConfigDict, 
         raise ConfigError(f"method {config.method!r} has neither anomaly_score nor anomaly_map")
     start = time.time()
     category = name[len("defects:"):]
-    test = benchmark.test_set(category, *benchmark.sizes(config.data))
-    x, labels = load_split(config, "test")  # the benchmark's crops, preprocessed as in training
-    np.testing.assert_array_equal(labels, test.label)
+    test = benchmark.defect_set(category, *benchmark.sizes(config.data), split)
+    if split == "test":
+        x, labels = load_split(config, "test")  # the benchmark's crops, preprocessed as in training
+        np.testing.assert_array_equal(labels, test.label)
+    else:
+        x = preprocess_as_split(config, test.x, split)
     r_score, r_map = jax.random.split(jax.random.key(seed))
     maps = smooth(_batched(method.anomaly_map, state, x, r_map, batch_size), sigma) if has_map else None
     if has_score:
@@ -83,21 +89,23 @@ def evaluate_method(method: Any, state: Any, config: ml_collections.ConfigDict, 
     else:
         scores = maps.reshape(len(maps), -1).max(1)
     out = metrics.evaluate_maps(scores, maps, test.mask, test.label, test.defect_type)
-    return {"category": category, "method": config.method, "sigma": sigma,
+    return {"category": category, "split": split, "method": config.method, "sigma": sigma,
             "image_score": "anomaly_score" if has_score else "max of the anomaly map",
             **out, "seconds": round(time.time() - start, 1)}
 
 
 def evaluate_workdir(workdir: str | Path, *, sigma: float = 0.0, seed: int = 0,
-                     out: str | Path | None = None) -> dict:
+                     out: str | Path | None = None, split: str = "test") -> dict:
     """Loads a trained workdir (gen_jax.checkpoint.load_trained), evaluates it with
     :func:`evaluate_method` and writes the JSON to ``out`` (default
     ``<workdir>/anomaly_eval.json``)."""
     from gen_jax.checkpoint import load_trained
 
     method, state, config = load_trained(workdir)
-    result = {"workdir": str(workdir), **evaluate_method(method, state, config, sigma=sigma, seed=seed)}
-    path = Path(out) if out else Path(workdir) / "anomaly_eval.json"
+    result = {"workdir": str(workdir), **evaluate_method(method, state, config, sigma=sigma, seed=seed,
+                                                         split=split)}
+    path = Path(out) if out else Path(workdir) / ("anomaly_eval.json" if split == "test" else
+                                                  f"anomaly_eval_{split}.json")
     path.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -107,11 +115,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", action="append", required=True, help="a trained run (repeatable)")
     parser.add_argument("--sigma", type=float, default=0.0, help="Gaussian smoothing of the maps (px)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", default="test", choices=benchmark.DEFECT_SPLITS,
+                        help="test (the benchmark) or val (its development set, to choose settings on)")
     parser.add_argument("--out", default="", help="JSON file (default: <workdir>/anomaly_eval.json)")
     args = parser.parse_args(argv)
     results = {}
     for workdir in args.workdir:
-        r = evaluate_workdir(workdir, sigma=args.sigma, seed=args.seed,
+        r = evaluate_workdir(workdir, sigma=args.sigma, seed=args.seed, split=args.split,
                              out=None if (args.out and len(args.workdir) > 1) else (args.out or None))
         results[r["category"]] = r
         print(f"{r['method']} {r['category']}: " + ", ".join(f"{k} {v:.3f}" for k, v in r["overall"].items()))

@@ -1,7 +1,7 @@
 """Data: sources (digits, toy 2-D, images bundled with scikit-image, tfds),
 preprocessing and the batch iterator.
 
-Public: :func:`load_split`, :func:`dataset_info`, :func:`make_train_iterator`,
+Public: :func:`load_split`, :func:`preprocess_as_split`, :func:`dataset_info`, :func:`make_train_iterator`,
 :func:`make_eval_batches`.
 """
 
@@ -16,7 +16,7 @@ from gen_jax.data.sources import SPLITS, DataInfo, dataset_info, get_source, kno
 
 __all__ = ["BatchIterator", "DataInfo", "SPLITS", "bits_per_dim", "dataset_info",
            "discrete_log_prob_offset", "get_source", "known_datasets", "load_split",
-           "make_eval_batches", "make_train_iterator", "preprocess"]
+           "make_eval_batches", "make_train_iterator", "preprocess", "preprocess_as_split"]
 
 _SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
 
@@ -42,8 +42,16 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarra
     """
     source = get_source(config.data, split)
     x_raw, y = source.get(np.arange(len(source)))
+    return preprocess_as_split(config, x_raw, split, source.info), y
+
+
+def preprocess_as_split(config: ml_collections.ConfigDict, x_raw: np.ndarray, split: str,
+                        info: DataInfo | None = None) -> np.ndarray:
+    """Raw arrays of ``config.data``'s kind (e.g. uint8 images), preprocessed exactly as
+    :func:`load_split` preprocesses ``split`` (same fixed seed)."""
+    info = info or dataset_info(config.data)
     rng = np.random.default_rng([config.seed, _SPLIT_SEED[split], 3])
-    return _preprocess_fn(config, source.info)(x_raw, rng), y
+    return _preprocess_fn(config, info)(x_raw, rng)
 
 
 def make_train_iterator(config: ml_collections.ConfigDict, seed: int,

@@ -8,7 +8,7 @@ import pytest
 from gen_jax import defaults
 from gen_jax.anomaly import benchmark as bm
 from gen_jax.data import get_source, known_datasets, load_split
-from gen_jax.errors import DataError
+from gen_jax.errors import ConfigError, DataError
 
 SIDE, CROP = bm.DEFAULT_SIDE, bm.DEFAULT_CROP
 
@@ -98,3 +98,41 @@ def test_data_source_trains_on_good_crops_and_tests_on_the_benchmark(brick):
     assert x01.shape == (20, CROP, CROP, 1) and 0.0 <= x01.min() and x01.max() <= 1.0
     with pytest.raises(DataError, match="defects:brick"):
         get_source(_config("defects:marble").data, "train")
+
+
+def _inset_sources(defects: bm.DefectTestSet, side: int, crop: int) -> set[str]:
+    """For each inset crop, the split region of the other category's image its inset
+    pixels were cut from (searched over every crop position of that image)."""
+    others = [bm.category_image(o, side)[..., 0] for o in bm.CATEGORIES if o != defects.category]
+    found = set()
+    for x, mask in zip(defects.x[defects.defect_type == "inset"][:3],
+                       defects.mask[defects.defect_type == "inset"][:3], strict=True):
+        hits = [(top, left) for image in others for top in range(side - crop + 1)
+                for left in range(side - crop + 1)
+                if np.array_equal(image[top:top + crop, left:left + crop][mask], x[..., 0][mask])]
+        assert hits, "an inset that is no crop of another category's image"
+        for split in bm.DEFECT_SPLITS:
+            t, b, left, r = bm.region(side, split)
+            if all(t <= top <= b - crop and left <= col <= r - crop for top, col in hits):
+                found.add(split)
+    return found
+
+
+def test_val_defect_set_lies_in_the_val_region_with_draws_of_its_own(brick):
+    side, crop = 64, 16
+    val = bm.defect_set("brick", side, crop, "val")
+    np.testing.assert_array_equal(val.defect_type, bm.test_set("brick", side, crop).defect_type)
+    t, b, left, r = bm.region(side, "val")
+    inside = np.zeros((side, side), bool)
+    inside[t:b, left:r] = True
+    assert not (_footprint(val.boxes, side, crop) & ~inside).any()
+    image = bm.category_image("brick", side)
+    for x, mask, (top, col) in zip(val.x, val.mask, val.boxes, strict=True):
+        assert not ((x != image[top:top + crop, col:col + crop])[..., 0] & ~mask).any()
+    assert val.mask[val.label == 1].any((1, 2)).all() and not val.mask[val.label == 0].any()
+    assert not np.array_equal(val.mask, bm.test_set("brick", side, crop).mask)  # draws of its own
+    # Foreign-texture insets come from the other images' region of the same split.
+    assert _inset_sources(val, side, crop) == {"val"}
+    assert _inset_sources(bm.test_set("brick", side, crop), side, crop) == {"test"}
+    with pytest.raises(ConfigError, match="'train'"):
+        bm.defect_set("brick", side, crop, "train")
