@@ -18,16 +18,30 @@ DPM-Solver++ and UniPC at 10-1000 network evaluations (NFE).
     distance in the features of the offline digits CNN, classifier score, class
     share TV) against the training split.
 
+(c) Few-step choice (``--part=fewstep``), honest by construction: the settings of every
+    registered sampler that fit 10 NFE (:func:`fewstep_grid`) are searched on a VALIDATION
+    mixture (``--problem=val``: 9 components with random means and unequal stds in 3-D,
+    other seeds; :func:`problem`), both schedules; the best by ``ode_rms`` per schedule
+    (and the best single one for both) is chosen there. ``--problem=bench`` then reads those
+    choices back and evaluates them once on the reported benchmark mixture (the one of (a))
+    against DPM-Solver++(2M) at 20 NFE; it has no grid of its own (the grid runs on the
+    validation problem only).
+
 Usage:
-  python experiments/bench_samplers.py --part=analytic
+  python experiments/bench_samplers.py --part=analytic [--problem=val] [--schedule=cosine]
   python experiments/bench_samplers.py --part=digits --workdir=runs/ddpm_digits
-Writes experiments/results/diffusion_samplers_{analytic,digits}.{json,md}.
+  python experiments/bench_samplers.py --part=fewstep --problem=val --num=20000
+  python experiments/bench_samplers.py --part=fewstep --problem=bench
+Writes experiments/results/diffusion_samplers_{analytic,digits}.{json,md}
+(analytic on the validation problem: ..._analytic_val[_<schedule>]) and
+diffusion_samplers_fewstep.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -37,6 +51,7 @@ import numpy as np
 
 from gen_jax.diffusion import samplers
 from gen_jax.diffusion.schedules import get_schedule
+from gen_jax.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NFES = (10, 20, 50, 100, 1000)
@@ -66,9 +81,30 @@ def mixture(k: int = 6, radius: float = 0.7, std: float = 0.12, seed: int = 0):
     return means, np.full(k, std), weights
 
 
+def mixture_val(k: int = 9, dim: int = 3, seed: int = 7):
+    """The validation mixture: ``k`` means uniform in [-0.75, 0.75]^dim, per-component
+    isotropic stds uniform in [0.05, 0.2], Dirichlet(3) weights, all from ``seed``."""
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(-0.75, 0.75, size=(k, dim))
+    stds = rng.uniform(0.05, 0.2, size=k)
+    return means, stds, rng.dirichlet(np.full(k, 3.0))
+
+
+# name -> (mixture, seed of x_T, seed of the true samples): "bench" is the reported one.
+PROBLEMS = {"bench": (mixture, 0, 1), "val": (mixture_val, 11, 12)}
+
+
+def problem(name: str):
+    """(mixture (means, stds, weights), x_T key seed, numpy seed of the true samples)."""
+    if name not in PROBLEMS:
+        raise ConfigError(f"--problem={name!r} is not a problem; valid: {', '.join(PROBLEMS)}")
+    make, key_seed, rng_seed = PROBLEMS[name]
+    return make(), key_seed, rng_seed
+
+
 def sample_mixture(means, stds, weights, n, rng):
     comp = rng.choice(len(weights), n, p=weights)
-    return means[comp] + stds[comp, None] * rng.normal(size=(n, 2))
+    return means[comp] + stds[comp, None] * rng.normal(size=(n, means.shape[1]))
 
 
 def mixture_eps(sched, means, stds, weights):
@@ -79,7 +115,7 @@ def mixture_eps(sched, means, stds, weights):
     def fn(x, t):
         a = ab[t][:, None]                                    # (B, 1)
         var = a * s2[None] + 1 - a                            # (B, K)
-        diff = x[:, None, :] - jnp.sqrt(a)[:, :, None] * mu[None]  # (B, K, 2)
+        diff = x[:, None, :] - jnp.sqrt(a)[:, :, None] * mu[None]  # (B, K, d)
         logp = logw - jnp.sum(diff**2, -1) / (2 * var) - jnp.log(var)
         r = jax.nn.softmax(logp, axis=1)
         score = -jnp.sum(r[..., None] * diff / var[..., None], axis=1)
@@ -91,7 +127,7 @@ def mixture_eps(sched, means, stds, weights):
 def mixture_eps_np(x: np.ndarray, ab: float, means, stds, weights) -> np.ndarray:
     """:func:`mixture_eps` in float64 numpy at any (continuous) ᾱ."""
     var = ab * stds**2 + 1 - ab                                     # (K,)
-    diff = x[:, None, :] - np.sqrt(ab) * means[None]                # (B, K, 2)
+    diff = x[:, None, :] - np.sqrt(ab) * means[None]                # (B, K, d)
     logp = np.log(weights) - np.sum(diff**2, -1) / (2 * var) - np.log(var)
     r = np.exp(logp - logp.max(1, keepdims=True))
     r /= r.sum(1, keepdims=True)
@@ -136,7 +172,7 @@ def ode_errors(x: np.ndarray, ref: np.ndarray) -> dict:
 
 def sliced_w2(x, y, rng, num_proj: int = 256) -> float:
     """Sliced Wasserstein-2 between equal-size samples (sorted 1-D projections)."""
-    theta = rng.normal(size=(2, num_proj))
+    theta = rng.normal(size=(x.shape[1], num_proj))
     theta /= np.linalg.norm(theta, axis=0)
     px, py = np.sort(x @ theta, 0), np.sort(y @ theta, 0)
     return float(np.sqrt(np.mean((px - py) ** 2)))
@@ -170,18 +206,21 @@ def timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
-def run_analytic(n: int, schedule: str, ref_steps: int = 1000) -> list[dict]:
+def setup_analytic(n: int, schedule: str, prob: str = "bench", ref_steps: int = 1000):
+    """The problem's schedule, exact ε, true samples, shared x_T, the float64 reference ODE
+    solution from it, and the floor and reference rows."""
     sched = get_schedule(schedule, 1000)
     big_t = sched.num_timesteps
-    mix = mixture()
+    mix, key_seed, rng_seed = problem(prob)
+    dim = mix[0].shape[1]
     eps = mixture_eps(sched, *mix)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(rng_seed)
     ref = sample_mixture(*mix, n, rng)
     bw = float(np.median(np.sqrt(((ref[:500, None] - ref[None, :500]) ** 2).sum(-1))))
     rows = [{"sampler": "floor (true vs true)", "nfe": 0,
              **errors(sample_mixture(*mix, n, rng), ref, rng, bw)}]
     print(json.dumps(rows[0]), flush=True)
-    x_t = np.asarray(jax.random.normal(jax.random.key(0), (n, 2)))  # every sampler starts here
+    x_t = np.asarray(jax.random.normal(jax.random.key(key_seed), (n, dim)))  # every sampler starts here
     t0 = time.perf_counter()
     x_ode = reference_ode(x_t, sched, big_t - 1, 0, mix, ref_steps)
     dt = time.perf_counter() - t0
@@ -193,6 +232,12 @@ def run_analytic(n: int, schedule: str, ref_steps: int = 1000) -> list[dict]:
                  "note": f"ode_* here: vs RK4 with {2 * ref_steps} steps (first 2000 samples)",
                  **errors(x_ode, ref, rng, bw)})
     print(json.dumps(rows[-1]), flush=True)
+    return sched, eps, ref, rng, bw, x_t, x_ode, rows
+
+
+def run_analytic(n: int, schedule: str, prob: str = "bench", ref_steps: int = 1000) -> list[dict]:
+    sched, eps, ref, rng, bw, x_t, x_ode, rows = setup_analytic(n, schedule, prob, ref_steps)
+    big_t = sched.num_timesteps
     for label, method, opts, per_step in SAMPLERS:
         for nfe in NFES:
             steps = nfe // per_step
@@ -201,7 +246,7 @@ def run_analytic(n: int, schedule: str, ref_steps: int = 1000) -> list[dict]:
             if method == "dpm_solver" and nfe > 100:
                 continue  # the discrete grid has no room for 333 third-order steps
             fn = jax.jit(lambda key, method=method, steps=steps, opts=opts: samplers.sample(
-                eps, sched, (n, 2), key, method, steps, x_T=x_t, **opts))
+                eps, sched, x_t.shape, key, method, steps, x_T=x_t, **opts))
             x, dt = timed(fn, jax.random.key(nfe))
             x = np.asarray(x, np.float64)
             row = {"sampler": label, "nfe": samplers.nfe(method, steps, **opts), "seconds": dt,
@@ -227,6 +272,249 @@ def goal_summary(rows: list[dict]) -> str:
         lines.append(f"- {name} at 10 NFE: {err:.4g} ({'meets' if err <= base else 'misses'} it, "
                      f"{err / base:.2f}x)")
     return "\n".join(lines) + "\n"
+
+
+# -- (c) the few-step choice: a grid on the validation problem, one look at the bench ---------
+
+FEWSTEP_NFE = 10
+FEWSTEP_FILE = RESULTS / "diffusion_samplers_fewstep"
+SCHEDULES = ("linear", "cosine")
+# The goal's yardstick: the project's DPM-Solver++(2M) (its defaults: logSNR spacing,
+# lower_order_final) at 20 NFE; at 10 NFE for context.
+BASELINES = [("dpm_solver++(2M)", "dpm_solver++", {}, 20), ("dpm_solver++(2M)", "dpm_solver++", {}, 10)]
+
+
+def fewstep_grid(budget: int = FEWSTEP_NFE) -> list[tuple[str, str, dict, int]]:
+    """(label, sampler, options, steps): every deterministic registered sampler setting at
+    the most steps whose NFE fit ``budget``: DDIM; singlestep DPM-Solver-2/3 (5 steps = 10
+    NFE, 3 steps = 9 NFE); DPM-Solver++ 2M/3M x lower_order_final; UniPC order 1-3 x
+    data/noise prediction x bh1/bh2 x corrector on/off (UniP alone) x lower_order_final
+    (order >= 2; at order 1 it changes nothing); each in the three spacings (uniform in t,
+    quadratic in t, uniform in logSNR). Left out: DDPM (stochastic: no ODE error) and
+    ``denoise_to_zero`` (its extra x̂_0 step leaves index 0, where every sampler and the
+    reference ODE end, so it would be scored for the ᾱ_0 < 1 offset, not for solver error)."""
+    grid = []
+
+    def add(method, **opts):
+        steps = max(k for k in range(1, budget + 1) if samplers.nfe(method, k, **opts) <= budget)
+        grid.append((f"{method} " + " ".join(f"{k}={v}" for k, v in opts.items()), method, opts, steps))
+
+    for sp in samplers.SPACINGS:
+        add("ddim", spacing=sp)
+        for order in (2, 3):
+            add("dpm_solver", order=order, spacing=sp)
+        for order in (2, 3):
+            for lof in (True, False):
+                add("dpm_solver++", order=order, spacing=sp, lower_order_final=lof)
+        for order in (1, 2, 3):
+            for pred in ("data", "noise"):
+                for var in ("bh1", "bh2"):
+                    for cor in (True, False):
+                        for lof in ((True, False) if order > 1 else (True,)):
+                            add("unipc", order=order, prediction=pred, variant=var, corrector=cor,
+                                spacing=sp, lower_order_final=lof)
+    return grid
+
+
+def _finite(v) -> float:
+    return v if v is not None and np.isfinite(v) else float("inf")
+
+
+def run_settings(settings, sched, eps, x_t, x_ode, ref, rng, bw, *, time_it: bool = False,
+                 sq_dists: list | None = None) -> list[dict]:
+    """One row per (label, sampler, options, steps): ODE error against ``x_ode`` and sliced W2;
+    ``seconds`` is one timed call after compiling (``time_it``) or compile + run otherwise.
+    ``sq_dists``, if given, receives each setting's per-sample ‖x - x_ref‖² (for a paired
+    bootstrap)."""
+    rows = []
+    for label, method, opts, steps in settings:
+        fn = jax.jit(lambda key, method=method, steps=steps, opts=opts: samplers.sample(
+            eps, sched, x_t.shape, key, method, steps, x_T=x_t, **opts))
+        t0 = time.perf_counter()
+        if time_it:
+            x, dt = timed(fn, jax.random.key(0))
+        else:
+            x = jax.block_until_ready(fn(jax.random.key(0)))
+            dt = time.perf_counter() - t0
+        x = np.asarray(x, np.float64)
+        err = ode_errors(x, x_ode)
+        if sq_dists is not None:
+            sq_dists.append(np.sum((x - x_ode) ** 2, axis=1))
+        ok = bool(np.all(np.isfinite(x)))
+        row = {"sampler": label, "method": method, "options": opts, "steps": steps,
+               "nfe": samplers.nfe(method, steps, **opts), "seconds": dt,
+               "ode_rms": err["ode_rms"] if ok else None, "ode_median": err["ode_median"] if ok else None,
+               "sw2": sliced_w2(x, ref, rng) if ok else None}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def fewstep_validation(n: int, ref_steps: int = 1000) -> dict:
+    """The grid on the validation problem, both schedules; the choices made from it alone."""
+    out = {"problem": "val", "num": n, "grid_size": len(fewstep_grid()), "schedules": {}}
+    for schedule in SCHEDULES:
+        sched, eps, ref, rng, bw, x_t, x_ode, head = setup_analytic(n, schedule, "val", ref_steps)
+        base = run_settings(BASELINES, sched, eps, x_t, x_ode, ref, rng, bw)
+        grid = run_settings(fewstep_grid(), sched, eps, x_t, x_ode, ref, rng, bw)
+        base20 = base[0]["ode_rms"]
+        for r in grid:
+            r["ratio_to_2m20"] = _finite(r["ode_rms"]) / base20
+        best = min(grid, key=lambda r: _finite(r["ode_rms"]))
+        out["schedules"][schedule] = {"head": head, "baselines": base, "grid": grid, "best": best,
+                                      "meeting": sum(r["ratio_to_2m20"] <= 1.0 for r in grid)}
+    # One setting for both schedules: the smallest worse-of-the-two ratio to the schedule's
+    # own DPM-Solver++(2M) at 20 NFE.
+    per = {s: {r["sampler"]: r["ratio_to_2m20"] for r in out["schedules"][s]["grid"]} for s in SCHEDULES}
+    both = min(per[SCHEDULES[0]], key=lambda k: max(per[s][k] for s in SCHEDULES))
+    pick = lambda r: {k: r[k] for k in ("sampler", "method", "options", "steps", "nfe")}  # noqa: E731
+    out["choice"] = {**{s: pick(out["schedules"][s]["best"]) for s in SCHEDULES},
+                     "both": pick(next(r for r in out["schedules"][SCHEDULES[0]]["grid"]
+                                       if r["sampler"] == both))}
+    return out
+
+
+def ratio_interval(d2: np.ndarray, d2_base: np.ndarray, reps: int = 2000, seed: int = 0) -> list[float]:
+    """95% paired-bootstrap interval (resampling samples, i.e. x_T draws) of
+    rms(d2) / rms(d2_base), the two squared-distance arrays from the same x_T."""
+    rng = np.random.default_rng(seed)
+    n = len(d2)
+    out = np.empty(reps)
+    for i in range(reps):
+        idx = rng.integers(0, n, n)
+        out[i] = np.sqrt(np.mean(d2[idx]) / np.mean(d2_base[idx]))
+    return [float(v) for v in np.quantile(out, [0.025, 0.975])]
+
+
+def fewstep_bench(n: int, validation: dict, ref_steps: int = 1000) -> dict:
+    """The validation choices evaluated once on the reported (bench) problem."""
+    out = {"problem": "bench", "num": n, "schedules": {}}
+    choice = validation["choice"]
+    for schedule in SCHEDULES:
+        sched, eps, ref, rng, bw, x_t, x_ode, head = setup_analytic(n, schedule, "bench", ref_steps)
+        picks = {"chosen for " + schedule: choice[schedule]}
+        if choice["both"]["sampler"] != choice[schedule]["sampler"]:
+            picks["chosen for both"] = choice["both"]
+        settings = [(c["sampler"], c["method"], c["options"], c["steps"]) for c in picks.values()]
+        d2 = []
+        base = run_settings(BASELINES, sched, eps, x_t, x_ode, ref, rng, bw, time_it=True, sq_dists=d2)
+        rows = run_settings(settings, sched, eps, x_t, x_ode, ref, rng, bw, time_it=True, sq_dists=d2)
+        for (role, _), r, d in zip(picks.items(), rows, d2[len(base):], strict=True):
+            r["role"] = role
+            r["ratio_to_2m20"] = _finite(r["ode_rms"]) / base[0]["ode_rms"]
+            r["ratio_95ci"] = ratio_interval(d, d2[0]) if r["ode_rms"] is not None else None
+            r["goal_met"] = r["ratio_to_2m20"] <= 1.0
+        out["schedules"][schedule] = {"head": head, "baselines": base, "chosen": rows}
+    return out
+
+
+def fewstep_markdown(result: dict) -> str:
+    val = result["validation"]
+    lines = ["# Few-step sampler choice on a validation mixture, checked once on the benchmark", "",
+             f"Goal (issue 18): ODE error (ode_rms) at {FEWSTEP_NFE} NFE no larger than the project's "
+             "DPM-Solver++(2M) (logSNR spacing, lower_order_final) at 20 NFE. Choice made on the "
+             "validation problem only (`python experiments/bench_samplers.py --part=fewstep "
+             f"--problem=val --num={val['num']}`, {val['meta']['date']}, jax {val['meta']['jax']}): "
+             "a Gaussian mixture of 9 components with means uniform in [-0.75, 0.75]^3, isotropic "
+             "stds uniform in [0.05, 0.2], Dirichlet(3) weights (numpy seed 7), x_T from key 11; "
+             f"{val['num']} samples, one x_T shared by every setting; ode_rms against the float64 "
+             "RK4 solution (1000 steps in log σ̄) of the probability-flow ODE from the same x_T. "
+             f"Grid: {val['grid_size']} settings per schedule (`fewstep_grid` in the script); "
+             "seconds = compile + one call on a loaded, shared 2-core CPU (indicative only).", ""]
+    for s in SCHEDULES:
+        b, c = val["schedules"][s]["baselines"], val["choice"][s]
+        lines += [f"Validation, {s}: DPM-Solver++(2M) at 20 NFE {b[0]['ode_rms']:.4g}, at 10 NFE "
+                  f"{b[1]['ode_rms']:.4g}; best at {FEWSTEP_NFE} NFE: `{c['sampler']}` "
+                  f"({val['schedules'][s]['best']['ode_rms']:.4g}, "
+                  f"{val['schedules'][s]['best']['ratio_to_2m20']:.2f}x); "
+                  f"{val['schedules'][s]['meeting']} of {val['grid_size']} settings meet it there."]
+    cb = val["choice"]["both"]
+    ratios = {s: next(r["ratio_to_2m20"] for r in val["schedules"][s]["grid"]
+                      if r["sampler"] == cb["sampler"]) for s in SCHEDULES}
+    lines += [f"Best single setting for both (smallest worse-of-two ratio): `{cb['sampler']}` "
+              f"({', '.join(f'{s} {r:.2f}x' for s, r in ratios.items())}).",
+              f"Validation run: {val['meta']['cpu_seconds']:.0f} CPU-s, {val['meta']['wall_seconds']:.0f} s "
+              "wall (getrusage of the process; the machine shared with other jobs).", ""]
+    if "test" in result:
+        test = result["test"]
+        lines += ["## The choices on the benchmark mixture (evaluated once)", "",
+                  "`python experiments/bench_samplers.py --part=fewstep --problem=bench "
+                  f"--num={test['num']}` "
+                  f"({test['meta']['date']}): the 6-component 2-D mixture of `--part=analytic`, "
+                  f"{test['num']} samples, the same x_T as there; seconds: one timed call after compiling; "
+                  "95% interval: paired bootstrap over the samples (2000 resamplings) of the ratio; "
+                  f"{test['meta']['cpu_seconds']:.0f} CPU-s, {test['meta']['wall_seconds']:.0f} s "
+                  "wall.", "",
+                  "| schedule | sampler | role | NFE | ode_rms | ratio to 2M@20 (95% interval) | goal met "
+                  "| sw2 | seconds |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for s in SCHEDULES:
+            for r in test["schedules"][s]["baselines"]:
+                lines.append(f"| {s} | {r['sampler']} | baseline | {r['nfe']} | {r['ode_rms']:.4g} | "
+                             f"{r['ode_rms'] / test['schedules'][s]['baselines'][0]['ode_rms']:.2f} |  | "
+                             f"{r['sw2']:.4g} | {r['seconds']:.3g} |")
+            for r in test["schedules"][s]["chosen"]:
+                rms = "diverged" if r["ode_rms"] is None else f"{r['ode_rms']:.4g}"
+                sw2 = "" if r["sw2"] is None else f"{r['sw2']:.4g}"
+                ci = "" if not r.get("ratio_95ci") else " ({:.2f}-{:.2f})".format(*r["ratio_95ci"])
+                lines.append(f"| {s} | {r['sampler']} | {r['role']} | {r['nfe']} | {rms} | "
+                             f"{r['ratio_to_2m20']:.2f}{ci} | {'yes' if r['goal_met'] else 'no'} | {sw2} | "
+                             f"{r['seconds']:.3g} |")
+        lines += ["", "Conclusion, read off the rows above:"]
+        for s in SCHEDULES:
+            for r in test["schedules"][s]["chosen"]:
+                ci = "" if not r.get("ratio_95ci") else ", 95% interval {:.2f}-{:.2f}".format(
+                    *r["ratio_95ci"])
+                lines.append(f"- {s}, {r['role']} (`{r['sampler']}`): {r['ratio_to_2m20']:.2f}x "
+                             f"DPM-Solver++(2M) at 20 NFE{ci}: goal {'met' if r['goal_met'] else 'missed'}.")
+        lines.append("")
+    lines += ["Notes: the validation mixture was fixed once, before any grid run, and not changed after; "
+              "DDPM (stochastic) and `denoise_to_zero` are not in the grid (see `fewstep_grid`); "
+              "dpm_solver order 3 fits 3 steps = 9 NFE. `diverged` marks non-finite output.", ""]
+    for s in SCHEDULES:
+        v = val["schedules"][s]
+        ref = v["head"][1]
+        lines += [f"## Validation grid, {s} schedule ({len(v['grid'])} settings, sorted by ode_rms)", "",
+                  f"Reference ODE: {ref['seconds']:.0f} s; its own error (vs 2000 RK4 steps, first 2000 "
+                  f"samples) {ref['ode_rms']:.2g}.", "",
+                  "| setting | steps | NFE | ode_rms | ode_median | sw2 | ratio to 2M@20 | seconds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in v["baselines"] + sorted(v["grid"], key=lambda r: _finite(r["ode_rms"])):
+            ode_rms, ode_median, sw2 = ("diverged" if r[k] is None else f"{r[k]:.4g}"
+                                        for k in ("ode_rms", "ode_median", "sw2"))
+            ratio = r.get("ratio_to_2m20", _finite(r["ode_rms"]) / v["baselines"][0]["ode_rms"])
+            lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {ode_rms} | "
+                         f"{ode_median} | {sw2} | {ratio:.3g} | {r['seconds']:.3g} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_fewstep(prob: str, n: int, meta: dict) -> None:
+    """``--part=fewstep``: ``val`` runs the grid and records the choices; ``bench`` evaluates
+    the recorded choices once (it needs the validation run's JSON)."""
+    path = FEWSTEP_FILE.with_suffix(".json")
+    t0 = time.perf_counter()
+
+    def cost() -> dict:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {"cpu_seconds": ru.ru_utime + ru.ru_stime, "wall_seconds": time.perf_counter() - t0}
+
+    if prob == "val":
+        result = {"validation": {**fewstep_validation(n or 10000), "meta": meta}}
+        result["validation"]["meta"].update(cost())
+    elif prob == "bench":
+        if not path.exists() or "validation" not in json.loads(path.read_text()):
+            raise ConfigError(f"--part=fewstep --problem=bench needs the validation choices in {path}; "
+                              "run --part=fewstep --problem=val first")
+        result = json.loads(path.read_text())
+        result["test"] = {**fewstep_bench(n or 40000, result["validation"]), "meta": {**meta}}
+        result["test"]["meta"].update(cost())
+    else:
+        problem(prob)  # ConfigError naming the valid problems
+        return
+    path.write_text(json.dumps(result, indent=1))
+    FEWSTEP_FILE.with_suffix(".md").write_text(fewstep_markdown(result))
+    print(fewstep_markdown(result))
 
 
 def run_digits(workdir: str, n: int, nfes: tuple[int, ...]) -> list[dict]:
@@ -276,7 +564,9 @@ def to_markdown(rows: list[dict], cols: list[str]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=("analytic", "digits"), default="analytic")
+    p.add_argument("--part", choices=("analytic", "digits", "fewstep"), default="analytic")
+    p.add_argument("--problem", default="bench",
+                   help="analytic / fewstep mixture: bench (the reported one) or val (validation)")
     p.add_argument("--num", type=int, default=0, help="samples (default 40000 analytic, 360 digits)")
     p.add_argument("--schedule", default="linear")
     p.add_argument("--workdir", default="runs/ddpm_digits")
@@ -285,8 +575,14 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
             "date": time.strftime("%Y-%m-%d")}
+    try:  # a bad --problem, or the bench stage before the validation one: one line, no traceback
+        problem(args.problem)
+        if args.part == "fewstep":
+            return run_fewstep(args.problem, args.num, meta)
+    except ConfigError as e:
+        raise SystemExit(f"ConfigError: {e}") from None
     if args.part == "analytic":
-        rows = run_analytic(args.num or 40000, args.schedule)
+        rows = run_analytic(args.num or 40000, args.schedule, args.problem)
         cols = ["sampler", "nfe", "seconds", "samples_per_sec", "ode_rms", "ode_median", "sw2", "mmd2",
                 "mean_err", "cov_err"]
     else:
@@ -300,13 +596,16 @@ def write(rows: list[dict], args: dict, meta: dict, cols: list[str]) -> None:
     """Writes diffusion_samplers_<part>[_<schedule>].{json,md} (the analytic part's Markdown
     with its command, the goal read off the rows, then the table)."""
     out = RESULTS / f"diffusion_samplers_{args['part']}"
+    if args["part"] == "analytic" and args["problem"] != "bench":
+        out = Path(f"{out}_{args['problem']}")
     if args["part"] == "analytic" and args["schedule"] != "linear":
-        out = RESULTS / f"diffusion_samplers_{args['part']}_{args['schedule']}"
+        out = Path(f"{out}_{args['schedule']}")
     result = {"meta": meta, "args": args, "rows": rows}
     table = to_markdown(rows, cols)
     if args["part"] == "analytic":
         result["goal"] = goal_summary(rows)
         cmd = "python experiments/bench_samplers.py --part=analytic" + (
+            f" --problem={args['problem']}" if args["problem"] != "bench" else "") + (
             f" --schedule={args['schedule']}" if args["schedule"] != "linear" else "") + (
             f" --num={args['num']}" if args["num"] else "")
         table = (f"# Samplers on the exact-ε Gaussian mixture ({args['schedule']} schedule, T = 1000)\n\n"
