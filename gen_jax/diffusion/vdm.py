@@ -23,6 +23,16 @@ the gradient of E[L²] = E[2 L ∇L] to f, within the same backward pass (the pe
 loss L reaches the schedule's backward pass as the cotangent of a zero "tap" output).
 Times are drawn antithetically, t_i = (u + i / B) mod 1 (:func:`antithetic_times`).
 
+Non-leaking augmentation (Karras et al. 2022, EDM, §5 and App. B.5 "augmentation
+conditioning"): with ``model.augment_prob`` > 0, each training example is, with that
+probability, translated by one of the 8 one-pixel shifts (dy, dx) ∈ {-1, 0, 1}², (0, 0) excluded
+(:data:`SHIFTS`, :func:`translate`; the vacated row/column filled with the lowest level,
+the digits' background) and the network is told which through the UNet's label embedding
+(index k of :data:`SHIFTS`; 0 = none). The training loss is then the bound of the
+augmented image given k; the evaluation loss, ``log_prob`` and sampling always use k = 0
+and never augment, so the model of the data is p(x | k = 0). With ``augment_prob`` = 0 the
+network has no label embedding and the loss is the old one, draw for draw.
+
 The network ε̂_θ is the project's UNet (or MLP) with Fourier features sin/cos(2^n π z)
 of its input concatenated on the channels (:class:`VDMNet`), conditioned on γ_t scaled
 to [0, 1000] over the initial schedule's range. Sampling is ancestral with T steps
@@ -31,7 +41,8 @@ on the grid t = i / T, then x ~ p(x | z_0).
 Config (``model``): ``arch`` and network sizes as the ddpm Method; ``gamma_0``,
 ``gamma_1`` (initial endpoints), ``schedule`` ("nnet" | "linear"),
 ``schedule_features``, ``fourier_exponents`` (the n of the features; () = none),
-``antithetic`` (bool), ``var_min`` (bool: variance-minimising schedule gradient).
+``antithetic`` (bool), ``var_min`` (bool: variance-minimising schedule gradient),
+``augment_prob`` (in [0, 1]; default 0 = off: non-leaking augmentation, below).
 Section ``sampler``: ``num_steps`` (T). ``eval.log_prob_samples`` is the number of
 stratified time samples per example in :meth:`VDM.log_prob` (a Monte-Carlo average of
 the bound, not importance samples: it lowers the variance, not the bound).
@@ -59,6 +70,9 @@ from gen_jax.value_range import ValueRange
 SCHEDULES = ("nnet", "linear")
 ENDPOINTS = ("gamma_0", "log_range")  # the schedule's parameters trained on the bound
 COND_SCALE = 1000.0  # normalised γ_t in [0, 1] -> the 0..1000 span of the time embedding
+# The augmentations' (dy, dx): index 0 = none, then the 8 one-pixel translations (a pixel at
+# (i, j) moves to (i + dy, j + dx)); the index is the network's label.
+SHIFTS = ((0, 0), (-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]  # ε̂(z_t, γ_t) with γ_t of shape (batch,)
 
@@ -195,6 +209,26 @@ def diffusion_loss(eps: jax.Array, eps_hat: jax.Array, dgamma: jax.Array) -> jax
     return 0.5 * dgamma * _flat_sum((eps - eps_hat) ** 2)
 
 
+# -- augmentation ----------------------------------------------------------------
+
+
+def translate(x: jax.Array, k: jax.Array, fill: float) -> jax.Array:
+    """Each image of ``x`` (B, H, W, C) shifted by :data:`SHIFTS` [k_b]: out[i, j] =
+    x[i - dy, j - dx], ``fill`` where that falls outside the image."""
+    h, w = x.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=fill)
+    shifted = jnp.stack([padded[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w] for dy, dx in SHIFTS])
+    return jnp.take_along_axis(shifted, k[None, :, None, None, None], axis=0)[0]
+
+
+def draw_augmentations(rng: jax.Array, batch: int, prob: float) -> jax.Array:
+    """(batch,) augmentation indices: 0 (none) with probability 1 - ``prob``, else one of
+    the 8 translations uniformly."""
+    r_on, r_k = jax.random.split(rng)
+    on = jax.random.bernoulli(r_on, prob, (batch,))
+    return jnp.where(on, jax.random.randint(r_k, (batch,), 1, len(SHIFTS)), 0).astype(jnp.int32)
+
+
 # -- the network -----------------------------------------------------------------
 
 
@@ -215,9 +249,10 @@ class VDMNet(nn.Module):
     exponents: tuple[int, ...] = ()
 
     @nn.compact
-    def __call__(self, z: jax.Array, c: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, z: jax.Array, c: jax.Array, train: bool = False,
+                 y: jax.Array | None = None) -> jax.Array:
         h = jnp.concatenate([z, fourier_features(z, self.exponents)], axis=-1)
-        return self.net(h, c, train=train)
+        return self.net(h, c, y, train=train)
 
 
 # -- the Method ------------------------------------------------------------------
@@ -242,10 +277,18 @@ class VDM:
             raise ConfigError(f"model.gamma_1={m.gamma_1} must be > model.gamma_0={m.gamma_0}")
         if int(config.sampler.num_steps) < 1:
             raise ConfigError(f"sampler.num_steps={config.sampler.num_steps} must be >= 1")
+        p = m.get("augment_prob", 0.0)  # an old workdir's config.json predates the key
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ConfigError(f"model.augment_prob must be a number in [0, 1] (0 = no augmentation); "
+                              f"got {p!r}")
+        self.augment_prob = float(p)
         self.value_range = ValueRange.from_config(config.data, info)
         self.levels = np.asarray(self.value_range.from_levels(np.arange(self.value_range.num_levels)))
         exps = tuple(int(n) for n in m.fourier_exponents)
-        self.net = VDMNet(build_network(config, info, 1, time_scale=COND_SCALE), exps)
+        net = build_network(config, info, 1, time_scale=COND_SCALE)
+        if self.augment_prob > 0:  # the augmentation index is the network's label
+            net = net.clone(num_classes=len(SHIFTS))
+        self.net = VDMNet(net, exps)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
 
     # -- network -------------------------------------------------------------
@@ -255,9 +298,13 @@ class VDM:
         m = self.config.model
         return (g - m.gamma_0) / (m.gamma_1 - m.gamma_0)
 
-    def eps_hat(self, params: Any, z: jax.Array, g: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        """ε̂_θ(z_t; γ_t), γ_t of shape (batch,); dropout when ``rng`` is given."""
+    def eps_hat(self, params: Any, z: jax.Array, g: jax.Array, rng: jax.Array | None = None,
+                aug: jax.Array | None = None) -> jax.Array:
+        """ε̂_θ(z_t; γ_t), γ_t of shape (batch,); dropout when ``rng`` is given; ``aug``
+        the (batch,) augmentation indices (None = 0, none; only with ``augment_prob`` > 0)."""
         kw = {"rngs": {"dropout": rng}, "train": True} if rng is not None else {}
+        if self.augment_prob > 0:
+            kw["y"] = jnp.zeros((z.shape[0],), jnp.int32) if aug is None else aug
         z_in = z.reshape(z.shape[0], -1) if self.config.model.arch == "mlp" else z
         out = self.net.apply({"params": params["net"]}, z_in, self._cond(g), **kw)
         return out.reshape(z.shape)
@@ -274,7 +321,8 @@ class VDM:
           x: data in the value range, on the levels.
           rng: PRNG key.
           times: (batch,) times; None = drawn (antithetic or i.i.d. by ``model.antithetic``).
-          train: dropout on, and the variance-minimising schedule gradient (``model.var_min``).
+          train: dropout on, the variance-minimising schedule gradient (``model.var_min``)
+            and, with ``model.augment_prob`` > 0, augmentation (index in ``aug``).
         """
         m = self.config.model
         b = x.shape[0]
@@ -283,6 +331,10 @@ class VDM:
         g0, g1 = endpoints(sp)
         k = self.value_range.levels(x).astype(jnp.int32)
         levels = jnp.asarray(self.levels)
+        aug = None
+        if train and self.augment_prob > 0:
+            aug = draw_augmentations(jax.random.fold_in(rng, 0xA06), b, self.augment_prob)
+            k = translate(k, aug, 0)  # level 0, the lowest: the digits' background
         x = levels[k]
         recon = reconstruction_nll(k, jax.random.normal(r_eps0, x.shape), g0, levels)
         prior = prior_kl(x, g1)
@@ -296,8 +348,12 @@ class VDM:
         a_t, s_t = alpha_sigma(g_t)
         eps = jax.random.normal(r_eps, x.shape)
         z = _bcast(a_t, x) * x + _bcast(s_t, x) * eps
-        diff = diffusion_loss(eps, self.eps_hat(params, z, g_t, r_drop if train else None), dg_t)
-        return {"prior": prior, "recon": recon, "diffusion": diff, "t": times, "tap": tap}
+        drop = r_drop if train else None
+        # (called as before the option when there is no augmentation)
+        e_hat = self.eps_hat(params, z, g_t, drop) if aug is None else self.eps_hat(params, z, g_t, drop, aug)
+        diff = diffusion_loss(eps, e_hat, dg_t)
+        out = {"prior": prior, "recon": recon, "diffusion": diff, "t": times, "tap": tap}
+        return out if aug is None else {**out, "aug": aug}
 
     def loss_fn(self, params: Any, model_state: Any, batch: dict, rng: jax.Array, train: bool):
         """The negative bound in bits/dim (VDM trains on it), and its terms (see gen_jax.steps)."""

@@ -4,12 +4,14 @@ schedule with the same endpoints), the whole bound with the exact denoiser of
 17-level data (the data's true NLL), the learned schedule's monotonicity and endpoints,
 antithetic times, the prior and reconstruction terms by hand, the variance-minimising
 schedule gradient (against autodiff of E[L²]), ancestral sampling of the exact model
-(the level distribution), and a short "it learns" run on digits."""
+(the level distribution), a short "it learns" run on digits, and the non-leaking
+augmentation option (the shift against its label, off = the old loss, never at evaluation)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from conftest import CONFIGS
@@ -286,3 +288,137 @@ def test_vdm_learns_digits_and_checks_its_config():
     with pytest.raises(ConfigError, match="discrete images"):
         registry.build(load_config(CONFIGS / "vdm_digits.py", **TINY),
                        DataInfo("moons", "vector", (2,), None, None))
+
+
+# -- non-leaking augmentation (model.augment_prob) ---------------------------------
+
+
+def _np_shift(img, dy, dx, fill):
+    """numpy reference of a translation: the pixel at (i, j) moves to (i + dy, j + dx)."""
+    out = np.full_like(img, fill)
+    h, w = img.shape[:2]
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0),
+                                                                     max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_translate_moves_pixels_as_its_label_says():
+    """SHIFTS: index 0 is none, the 8 others the one-pixel translations; a lone pixel at
+    (3, 4) lands at (3 + dy, 4 + dx), the vacated border is filled, and random images
+    match a numpy shift; draw_augmentations gives 0 w.p. 1 - p, else 1..8 uniformly."""
+    assert vdm.SHIFTS[0] == (0, 0) and sorted(vdm.SHIFTS[1:]) == sorted(
+        (dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+    n = len(vdm.SHIFTS)
+    dot = np.zeros((n, 8, 8, 1), np.int32)
+    dot[:, 3, 4, 0] = 5
+    out = np.asarray(vdm.translate(jnp.asarray(dot), jnp.arange(n), 0))
+    for i, (dy, dx) in enumerate(vdm.SHIFTS):
+        np.testing.assert_array_equal(np.argwhere(out[i, ..., 0]), [[3 + dy, 4 + dx]])
+    imgs = np.random.default_rng(0).integers(1, 17, size=(n, 8, 8, 1))
+    out = np.asarray(vdm.translate(jnp.asarray(imgs), jnp.arange(n), 0))
+    for i, (dy, dx) in enumerate(vdm.SHIFTS):
+        np.testing.assert_array_equal(out[i], _np_shift(imgs[i], dy, dx, 0))
+    k = np.asarray(vdm.draw_augmentations(jax.random.key(0), 20_000, 0.3))
+    assert abs((k == 0).mean() - 0.7) < 0.015
+    counts = np.bincount(k, minlength=n)[1:]
+    assert counts.min() > 0.8 * counts.mean()
+    assert np.all(np.asarray(vdm.draw_augmentations(jax.random.key(1), 500, 0.0)) == 0)
+    assert np.all(np.asarray(vdm.draw_augmentations(jax.random.key(1), 500, 1.0)) > 0)
+
+
+def test_augment_prob_zero_is_the_old_loss_draw_for_draw():
+    """augment_prob = 0 (the default; and a config.json without the key): no label
+    embedding in the network (old checkpoints restore) and the training loss equals the
+    bound computed by hand from the rng's four draws, as before the option existed."""
+    x = jnp.asarray(LEVELS[draw_levels(64, 7)], jnp.float32)
+    method = build(**{"model.dropout": 0.3})
+    assert method.config.model.augment_prob == 0.0
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x})
+    assert "Embed_0" not in state.params["net"]["net"]
+    rng = jax.random.key(3)
+
+    def reference(params):
+        r_t, r_eps, r_eps0, r_drop = jax.random.split(rng, 4)
+        sched = params["schedule"]
+        g0, g1 = vdm.endpoints(sched)
+        k = jnp.asarray(np.rint((np.asarray(x) + 1) * 8), jnp.int32)
+        levels = jnp.asarray(LEVELS, jnp.float32)
+        recon = vdm.reconstruction_nll(k, jax.random.normal(r_eps0, x.shape), g0, levels)
+        prior = vdm.prior_kl(x, g1)
+        g, dg = vdm.gamma(sched, vdm.antithetic_times(r_t, 64))
+        a, s = vdm.alpha_sigma(g)
+        eps = jax.random.normal(r_eps, x.shape)
+        z = a[:, None, None, None] * x + s[:, None, None, None] * eps
+        cond = (g - (-10.0)) / (6.0 - (-10.0))
+        eps_hat = method.net.apply({"params": params["net"]}, z.reshape(64, -1), cond,
+                                   rngs={"dropout": r_drop}, train=True).reshape(x.shape)
+        return jnp.mean(prior + recon + vdm.diffusion_loss(eps, eps_hat, dg)) / (64 * np.log(2))
+
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(5), p.shape), state.params)
+    got = jax.jit(lambda p: method.loss_fn(p, None, {"x": x}, rng, True)[0])(params)
+    np.testing.assert_allclose(got, jax.jit(reference)(params), rtol=1e-6)
+    # an old run's config.json (no augment_prob) builds the same Method
+    cfg = method.config.to_dict()
+    del cfg["model"]["augment_prob"]
+    old = registry.build(ml_collections.ConfigDict(cfg), INFO)
+    assert old.augment_prob == 0.0
+    np.testing.assert_allclose(jax.jit(lambda p: old.loss_fn(p, None, {"x": x}, rng, True)[0])(params), got,
+                               rtol=1e-6)
+    for bad in (-0.1, 1.5, "half", True, None):
+        cfg["model"]["augment_prob"] = bad
+        with pytest.raises(ConfigError, match=r"model.augment_prob must be a number in \[0, 1\]"):
+            registry.build(ml_collections.ConfigDict(cfg), INFO)
+
+
+def test_augmentation_feeds_the_network_the_shifted_image_with_its_label():
+    """augment_prob = 1 on a one-image data set x0: the network (a spy, the exact ε̂ of the
+    delta at x0 shifted by its label, shifted in numpy) drives the diffusion loss to ~0 only
+    if the image it is given is x0 moved as its label says; every label is a translation
+    (1..8, all of them in a batch of 64); the prior term is that of the shifted image.
+    Evaluation (eval_step, log_prob, sample) never augments: label 0 (none), and x0 as it is."""
+    method = build(**{"model.augment_prob": 1.0})
+    x0 = LEVELS[np.random.default_rng(3).integers(1, 17, size=(8, 8, 1))]
+    shifted = jnp.asarray(np.stack([_np_shift(x0, dy, dx, -1.0) for dy, dx in vdm.SHIFTS]), jnp.float32)
+    seen = []
+
+    def spy(params, z, g, rng=None, aug=None):
+        lab = jnp.zeros(z.shape[0], jnp.int32) if aug is None else aug
+        jax.debug.callback(lambda a: seen.append(np.asarray(a)), lab)
+        a, s = vdm.alpha_sigma(g)
+        return (z - a[:, None, None, None] * shifted[lab]) / s[:, None, None, None]
+
+    method.eps_hat = spy
+    sched = vdm.init_schedule(jax.random.key(0), -10.0, 6.0, 16)
+    state = TrainState.create({"net": {}, "schedule": sched}, method.tx)
+    x = jnp.asarray(np.repeat(x0[None], 64, 0), jnp.float32)
+    tm = jax.jit(lambda x: method.terms(state.params, x, jax.random.key(1), train=True))(x)
+    lab = np.asarray(tm["aug"])
+    np.testing.assert_array_equal(seen.pop(), lab)
+    assert set(lab.tolist()) == set(range(1, len(vdm.SHIFTS)))
+    assert float(jnp.abs(tm["diffusion"]).max()) < 1e-3, tm["diffusion"]
+    g1 = vdm.endpoints(sched)[1]
+    np.testing.assert_allclose(tm["prior"], vdm.prior_kl(shifted[lab], g1), rtol=1e-4)
+    assert float(jnp.abs(tm["prior"] - vdm.prior_kl(x, g1)).max()) > 1e-4  # the images did move
+    # evaluation: no augmentation, label 0
+    metrics = jax.jit(method.eval_step)(state, {"x": x}, jax.random.key(2))
+    assert float(metrics["diffusion_bpd"]) < 1e-5 and np.all(seen.pop() == 0)
+    terms = jax.jit(lambda x: method.log_prob_terms(state.params, x, jax.random.key(3), 4))(x[:8])
+    assert float(jnp.abs(terms["diffusion"]).max()) < 1e-3
+    assert len(seen) == 4 and all(np.all(s == 0) for s in seen)  # one call per draw
+    seen.clear()
+    jax.jit(lambda r: method.sample(state, r, 4, num_steps=3))(jax.random.key(4))
+    assert len(seen) == 3 and all(np.all(s == 0) for s in seen)
+
+
+def test_augmented_network_reads_its_label_and_defaults_to_none():
+    """With augment_prob > 0 the real network has a 9-way label embedding (+ the UNet's
+    unused null row): ε̂ without a label is ε̂ with label 0, and another label changes it."""
+    method = build(**{"model.augment_prob": 0.5})
+    x = jnp.asarray(LEVELS[draw_levels(8, 9)], jnp.float32)
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x})
+    assert state.params["net"]["net"]["Embed_0"]["embedding"].shape[0] == len(vdm.SHIFTS) + 1
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(5), p.shape), state.params)
+    g = jnp.linspace(-9.0, 5.0, 8)
+    none = method.eps_hat(params, x, g)
+    np.testing.assert_array_equal(none, method.eps_hat(params, x, g, aug=jnp.zeros(8, jnp.int32)))
+    assert float(jnp.abs(none - method.eps_hat(params, x, g, aug=jnp.full(8, 3))).max()) > 1e-3
