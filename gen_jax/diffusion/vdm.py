@@ -42,7 +42,8 @@ Config (``model``): ``arch`` and network sizes as the ddpm Method; ``gamma_0``,
 ``gamma_1`` (initial endpoints), ``schedule`` ("nnet" | "linear"),
 ``schedule_features``, ``fourier_exponents`` (the n of the features; () = none),
 ``antithetic`` (bool), ``var_min`` (bool: variance-minimising schedule gradient),
-``augment_prob`` (in [0, 1]; default 0 = off: non-leaking augmentation, below).
+``augment_prob`` (in [0, 1]; 0 = off, also for a config.json without the key;
+configs/vdm_digits.py: 0.5. Non-leaking augmentation, above).
 Section ``sampler``: ``num_steps`` (T). ``eval.log_prob_samples`` is the number of
 stratified time samples per example in :meth:`VDM.log_prob` (a Monte-Carlo average of
 the bound, not importance samples: it lowers the variance, not the bound).

@@ -25,7 +25,7 @@ from gen_jax.state import TrainState
 
 TINY = {"model.arch": "mlp", "model.hidden": 16, "model.depth": 1, "model.schedule_features": 16,
         "model.dropout": 0.0, "data.batch_size": 64, "sampler.num_steps": 100,
-        "model.gamma_0": -10.0, "model.gamma_1": 6.0}
+        "model.gamma_0": -10.0, "model.gamma_1": 6.0, "model.augment_prob": 0.0}
 INFO = DataInfo("digits", "image", (8, 8, 1), 17, 10)
 LEVELS = np.linspace(-1.0, 1.0, 17)
 # A 17-level distribution of each pixel: a discretized Gaussian, its pixels independent.
@@ -327,12 +327,13 @@ def test_translate_moves_pixels_as_its_label_says():
 
 
 def test_augment_prob_zero_is_the_old_loss_draw_for_draw():
-    """augment_prob = 0 (the default; and a config.json without the key): no label
+    """augment_prob = 0 (off; and a config.json without the key): no label
     embedding in the network (old checkpoints restore) and the training loss equals the
     bound computed by hand from the rng's four draws, as before the option existed."""
     x = jnp.asarray(LEVELS[draw_levels(64, 7)], jnp.float32)
     method = build(**{"model.dropout": 0.3})
     assert method.config.model.augment_prob == 0.0
+    assert load_config(CONFIGS / "vdm_digits.py").model.augment_prob == 0.5  # the default is on
     state = jax.jit(method.init)(jax.random.key(0), {"x": x})
     assert "Embed_0" not in state.params["net"]["net"]
     rng = jax.random.key(3)
