@@ -220,11 +220,14 @@ class FrozenFeatures:
         """The kept channels of every layer taken: {name: (N, h, w, c)} (``size``: as :meth:`raw`)."""
         return {k: jnp.take(v, channels[k], axis=-1) for k, v in self.raw(variables, x, size).items()}
 
-    def to_image(self, maps: dict[str, Array]) -> Array:
-        """Per-layer maps {name: (N, h, w)} -> their mean on the crop's pixels (N, crop, crop)."""
+    def to_image(self, maps: dict[str, Array], border: int = 0) -> Array:
+        """Per-layer maps {name: (N, h, w)} -> their mean on the crop's pixels (N, crop, crop).
+        ``border`` > 0: the maps cover only the layer's interior, its full map less that many
+        locations on every side (their first centre is ``border`` strides in)."""
         out = 0.0
         for name, m in maps.items():
-            first, stride = self.geometry[name]
+            first, stride = self.geometry[name.split("@")[0]]  # "layer@r": a channel subset of layer
+            first = first + stride * border
             ah = jnp.asarray(upsample_matrix(m.shape[1], first, stride, self.input_size, self.crop))
             aw = jnp.asarray(upsample_matrix(m.shape[2], first, stride, self.input_size, self.crop))
             out = out + jnp.einsum("ph,nhw,qw->npq", ah, m, aw)

@@ -16,6 +16,7 @@ unchanged and report the batch's mean squared distance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -44,30 +45,70 @@ class PadimState(struct.PyTreeNode):
         return self.params
 
 
-def gaussian_fit(feats: Array, weights: Array, reg: float) -> tuple[Array, Array]:
-    """Per-location mean and regularised covariance of (B, N, h, w, c) features in B
-    batches (``weights`` (B, N): 1 = counted, 0 = padding), in one pass: sums of the
-    features and of their outer products, shifted by the first batch's mean (exact
-    algebra, less cancellation in float32). Unbiased covariance plus ``reg`` I.
+Collect = Callable[[dict[str, Array], Array, Array], Any]
+
+
+def gaussian_fit(features: Callable[[Array], dict[str, Array]], x: Array, weights: Array, reg: float,
+                 *, shared: bool = False, collect: Collect | None = None
+                 ) -> tuple[dict[str, tuple[Array, Array]], Any]:
+    """Mean and regularised covariance of the features of B batches of crops, streamed: one
+    ``lax.scan`` over the batches, so only one batch's features are held at a time.
+
+    ``features`` maps a batch (N, H, W, C) to {layer: (N, h, w, c)}; ``x`` (B, N, H, W, C);
+    ``weights`` (B, N): 1 = counted, 0 = padding. Per location (h, w), or with ``shared``
+    one Gaussian over all locations. Sums of the features and of their outer products,
+    shifted by the first batch's mean (exact algebra, less cancellation in float32);
+    unbiased covariance plus ``reg`` I. ``collect(feats, weights_b, b)``, if given, is
+    called in the scan on each batch's features (its index ``b``) and its outputs are
+    stacked over the batches (e.g. a random draw of cells).
 
     Returns:
-      (mean (h, w, c), covariance (h, w, c, c)).
+      ({layer: (mean (h, w, c) or (c,), covariance (h, w, c, c) or (c, c))}, collected).
     """
-    shift = jnp.sum(feats[0] * weights[0][:, None, None, None], 0) / jnp.maximum(weights[0].sum(), 1.0)
-    c = feats.shape[-1]
+    def cells(f: Array, w: Array) -> tuple[Array, Array]:
+        if not shared:
+            return f, w
+        n, h, wd, c = f.shape  # every location one observation
+        return f.reshape(n * h * wd, 1, 1, c), jnp.repeat(w, h * wd)
+
+    def shift_of(f: Array, w: Array) -> Array:
+        f, w = cells(f, w)
+        return jnp.sum(f * w[:, None, None, None], 0) / jnp.maximum(w.sum(), 1.0)
+
+    shift = jax.tree.map(lambda f: shift_of(f, weights[0]), features(x[0]))
 
     def body(carry, batch):
-        s, ss = carry
-        f, w = batch
-        d = (f - shift) * w[:, None, None, None]
-        return (s + d.sum(0), ss + jnp.einsum("nhwi,nhwj->hwij", d, f - shift)), None
+        xb, wb, b = batch
+        feats = features(xb)
+        new = {}
+        for name, f in feats.items():
+            s, ss, n = carry[name]
+            fc, wc = cells(f, wb)
+            d = (fc - shift[name]) * wc[:, None, None, None]
+            new[name] = (s + d.sum(0), ss + jnp.einsum("nhwi,nhwj->hwij", d, fc - shift[name]), n + wc.sum())
+        return new, (collect(feats, wb, b) if collect is not None else None)
 
-    zeros = (jnp.zeros(feats.shape[2:]), jnp.zeros((*feats.shape[2:], c)))
-    (s, ss), _ = jax.lax.scan(body, zeros, (feats, weights))
-    n = weights.sum()
-    mean_shifted = s / n
-    cov = (ss - n * jnp.einsum("hwi,hwj->hwij", mean_shifted, mean_shifted)) / (n - 1)
-    return shift + mean_shifted, cov + reg * jnp.eye(c)
+    zeros = {k: (jnp.zeros_like(v), jnp.zeros((*v.shape, v.shape[-1])), jnp.zeros(()))
+             for k, v in shift.items()}
+    sums, collected = jax.lax.scan(body, zeros, (x, weights, jnp.arange(x.shape[0])))
+    out = {}
+    for name, (s, ss, n) in sums.items():
+        mean_shifted = s / n
+        c = s.shape[-1]
+        cov = (ss - n * jnp.einsum("hwi,hwj->hwij", mean_shifted, mean_shifted)) / (n - 1) + reg * jnp.eye(c)
+        mean = shift[name] + mean_shifted
+        out[name] = (mean[0, 0], cov[0, 0]) if shared else (mean, cov)
+    return out, collected
+
+
+def batched(x: Array, batch_size: int) -> tuple[Array, Array]:
+    """(N, ...) -> (B, b, ...) batches of ``min(batch_size, N)``, the last one padded with copies
+    of the first example, and their weights (B, b): 1 = real, 0 = padding."""
+    n = x.shape[0]
+    b = min(batch_size, n)
+    num = -(-n // b)
+    xb = jnp.concatenate([x, jnp.repeat(x[:1], num * b - n, 0)]).reshape(num, b, *x.shape[1:])
+    return xb, (jnp.arange(num * b) < n).astype(jnp.float32).reshape(num, b)
 
 
 def mahalanobis(f: Array, mean: Array, precision: Array) -> Array:
@@ -95,16 +136,10 @@ class PaDiM(_FeatureMethod):
         if n < 2:
             raise ConfigError(f"padim needs at least 2 training crops for a covariance, got {n}")
         frozen = self.frozen_state(rng, x_train)
-        b = min(self.config.padim.fit_batch_size, n)
-        num = -(-n // b)
-        pad = num * b - n
-        x = jnp.concatenate([x_train, jnp.repeat(x_train[:1], pad, 0)]).reshape(num, b, *x_train.shape[1:])
-        weights = (jnp.arange(num * b) < n).astype(jnp.float32).reshape(num, b)
-        feats = jax.lax.map(lambda xb: self.features(frozen, xb), x)
-        params = {}
-        for name, f in feats.items():
-            mean, cov = gaussian_fit(f, weights, float(self.config.padim.reg))
-            params[name] = {"mean": mean, "precision": jnp.linalg.inv(cov)}
+        x, weights = batched(x_train, self.config.padim.fit_batch_size)
+        fits, _ = gaussian_fit(lambda xb: self.features(frozen, xb), x, weights, float(self.config.padim.reg))
+        params = {name: {"mean": mean, "precision": jnp.linalg.inv(cov)}
+                  for name, (mean, cov) in fits.items()}
         return PadimState(step=jnp.zeros((), jnp.int32), params=params, model_state=frozen)
 
     def init(self, rng: Array, example_batch: dict) -> PadimState:

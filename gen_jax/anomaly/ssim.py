@@ -34,6 +34,18 @@ def _filter(x: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.moveaxis(y.reshape(n, c, h - k + 1, wd - k + 1), 1, -1)
 
 
+def gaussian_blur(maps: jax.Array, sigma: float, truncate: float = 4.0) -> jax.Array:
+    """Gaussian smoothing of each (H, W) map of a (N, H, W) batch, ``sigma`` pixels, the
+    kernel cut at ``truncate`` sigmas and the maps mirrored at their edges: the JAX twin of
+    ``scipy.ndimage.gaussian_filter(maps, (0, sigma, sigma), mode="reflect")``
+    (gen_jax.anomaly.evaluate.smooth). ``sigma`` <= 0: unchanged."""
+    if sigma <= 0:
+        return maps
+    r = int(truncate * sigma + 0.5)
+    padded = jnp.pad(maps, ((0, 0), (r, r), (r, r)), mode="symmetric")
+    return _filter(padded[..., None], jnp.asarray(gaussian_window(2 * r + 1, sigma)))[..., 0]
+
+
 def ssim_map(x: jax.Array, y: jax.Array, data_range: float, window: int = 11,
              sigma: float = 1.5) -> jax.Array:
     """Per-location, per-channel SSIM of two (N, H, W, C) batches: (N, H-w+1, W-w+1, C)."""

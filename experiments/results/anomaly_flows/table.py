@@ -1,8 +1,10 @@
 """Prints the markdown tables of experiments/results/anomaly_flows/README.md from the
 evaluation JSONs (``python -m gen_jax.anomaly.evaluate --out=...``): this folder's
-``<method>_<category>_s<sigma>.json`` (PaDiM, FastFlow, DifferNet; ``fastflow_nll``: FastFlow's
-"nll" map of the same runs) and, for comparison,
-experiments/results/anomaly_gan/``<method>_brick_sigma<sigma>.json`` (GANomaly, f-AnoGAN).
+``<method>_<category>_s<sigma>.json`` (PaDiM, FastFlow, DifferNet, the nearest-neighbour
+distance ``feature_knn``; ``fastflow_nll``: FastFlow's "nll" map of the same runs) and, for
+comparison, experiments/results/anomaly_gan/``<method>_brick_sigma<sigma>.json`` (GANomaly,
+f-AnoGAN); and the validation table of the nearest-neighbour settings from
+``val/feature_knn_<variant>_<category>.json`` (``evaluate --split=val``).
 
     python experiments/results/anomaly_flows/table.py
 """
@@ -14,7 +16,16 @@ HERE = Path(__file__).resolve().parent
 GAN = HERE.parent / "anomaly_gan"
 CATEGORIES = ("brick", "grass", "gravel")
 METRICS = ("image_auroc", "pixel_auroc", "pro")
-METHODS = (("PaDiM", "padim"), ("FastFlow", "fastflow"), ("DifferNet", "differnet"))
+METHODS = (("PaDiM", "padim"), ("FastFlow", "fastflow"), ("DifferNet", "differnet"),
+           ("nearest neighbour", "feature_knn"))
+# the nearest-neighbour settings compared on the validation defects (variant, its overrides)
+KNN_VARIANTS = (("b0", "knn.border=0 (all locations)"),
+                ("4a", "Conv2d_4a_3x3, one subset of 64 channels"),
+                ("4a_all", "Conv2d_4a_3x3, all 192 channels"),
+                ("4a_x4", "Conv2d_4a_3x3, 4 subsets of 64 (knn.num_subsets=4)"),
+                ("4a_x8", "Conv2d_4a_3x3, 8 subsets of 64 (**the default**)"),
+                ("4a5b", "Conv2d_4a_3x3 + Mixed_5b, one subset of 64 each"),
+                ("4a5b_x4", "Conv2d_4a_3x3 + Mixed_5b, 4 subsets of 64 each"))
 GANS = (("GANomaly", "ganomaly"), ("f-AnoGAN", "fanogan"))
 
 
@@ -70,7 +81,25 @@ def nll_map_table() -> None:
         print(f"| {label} | 4 | " + " | ".join(cell(load(method, c, 4)) for c in CATEGORIES) + " |")
 
 
+def knn_val_table() -> None:
+    print("\nnearest neighbour on the validation defects (σ = 4; image AUROC / pixel AUROC / PRO)\n")
+    print("| features | " + " | ".join(CATEGORIES) + " | mean |")
+    print("|" + " --- |" * (2 + len(CATEGORIES)))
+    for variant, label in KNN_VARIANTS:
+        rs = []
+        for c in CATEGORIES:
+            path = HERE / "val" / f"feature_knn_{variant}_{c}.json"
+            rs.append(json.loads(path.read_text()) if path.exists() else None)
+        if all(r is None for r in rs):
+            continue
+        mean = "-"
+        if all(r is not None for r in rs):
+            mean = " / ".join(f"{sum(r['overall'][m] for r in rs) / len(rs):.3f}" for m in METRICS)
+        print(f"| {label} | " + " | ".join(cell(r) for r in rs) + f" | {mean} |")
+
+
 if __name__ == "__main__":
     overall_table()
     nll_map_table()
     per_type_table(4)
+    knn_val_table()
