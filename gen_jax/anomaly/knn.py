@@ -49,8 +49,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gen_jax.anomaly.feature_flow import FrozenFeatures, _FeatureMethod, build_extractor, maps_as_images
-from gen_jax.anomaly.padim import PadimState, batched, gaussian_fit
+from gen_jax.anomaly.feature_flow import FrozenFeatures, build_extractor
+from gen_jax.anomaly.padim import ClosedFormFeatureMethod, PadimState, batched, gaussian_fit
 from gen_jax.anomaly.ssim import gaussian_blur
 from gen_jax.data import DataInfo
 from gen_jax.errors import ConfigError
@@ -90,7 +90,7 @@ def knn_distance(q: Array, bank: Array, k: int) -> Array:
     return jax.lax.map(one, qp).reshape(-1)[:r]
 
 
-class FeatureKNN(_FeatureMethod):
+class FeatureKNN(ClosedFormFeatureMethod):
     """The nearest-neighbour Method (gen_jax.registry.Method, Fits, HasAnomalyScore,
     HasAnomalyMap); its state is PaDiM's (per layer: "mean", "whiten", "bank")."""
 
@@ -170,10 +170,6 @@ class FeatureKNN(_FeatureMethod):
                             "bank": (drawn[name].reshape(-1, mean.shape[0]) - mean) @ white}
         return PadimState(step=jnp.zeros((), jnp.int32), params=params, model_state=frozen)
 
-    def init(self, rng: Array, example_batch: dict) -> PadimState:
-        """Fits to ``example_batch["x"]`` (the runtime calls :meth:`fit` with the whole split)."""
-        return self.fit(rng, jnp.asarray(example_batch["x"]))
-
     def _maps(self, state: PadimState, x: Array) -> dict[str, Array]:
         out = {}
         for name, f in self.features(state.model_state, x).items():
@@ -187,19 +183,6 @@ class FeatureKNN(_FeatureMethod):
         maps = self._maps(state, x)
         d = sum(jnp.mean(m) for m in maps.values()) / len(maps)
         return {"loss": d, "mean_nn_distance": d}
-
-    def train_step(self, state: PadimState, batch: dict, rng: Array):
-        """The fit is final: counts the step and reports the batch's mean distance."""
-        return state.replace(step=state.step + 1), self._metrics(state, batch["x"])
-
-    def eval_step(self, state: PadimState, batch: dict, rng: Array) -> dict:
-        return self._metrics(state, batch["x"])
-
-    def sample(self, state: PadimState, rng: Array, num: int) -> Array:
-        """The anomaly maps of the kept good crops, as images (not a generative model)."""
-        ref = state.model_state["reference"]
-        maps = self.anomaly_map(state, ref[jnp.arange(num) % ref.shape[0]])
-        return maps_as_images(maps, self.value_range, self.info.shape[-1])
 
     def anomaly_map(self, state: PadimState, x: Array, rng: Array | None = None) -> Array:
         """Nearest-neighbour distance per interior location, upsampled to the crop, mean over

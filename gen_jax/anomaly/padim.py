@@ -117,7 +117,40 @@ def mahalanobis(f: Array, mean: Array, precision: Array) -> Array:
     return jnp.sqrt(jnp.maximum(jnp.einsum("nhwi,hwij,nhwj->nhw", d, precision, d), 0.0))
 
 
-class PaDiM(_FeatureMethod):
+class ClosedFormFeatureMethod(_FeatureMethod):
+    """A Method on frozen features fitted in closed form (``fit``, which the runtime calls
+    with the whole training split): init fits the example batch, a train step only counts
+    and reports ``_metrics`` (the fit is final), ``sample`` shows the anomaly maps of the
+    kept good crops (not a generative model). PaDiM and gen_jax.anomaly.knn.FeatureKNN."""
+
+    def fit(self, rng: Array, x_train: Array) -> PadimState:
+        raise NotImplementedError
+
+    def _metrics(self, state: PadimState, x: Array) -> dict:
+        raise NotImplementedError
+
+    def anomaly_map(self, state: PadimState, x: Array, rng: Array | None = None) -> Array:
+        raise NotImplementedError
+
+    def init(self, rng: Array, example_batch: dict) -> PadimState:
+        """Fits to ``example_batch["x"]`` (the runtime calls :meth:`fit` with the whole split)."""
+        return self.fit(rng, jnp.asarray(example_batch["x"]))
+
+    def train_step(self, state: PadimState, batch: dict, rng: Array):
+        """The fit is final: counts the step and reports the batch's metrics."""
+        return state.replace(step=state.step + 1), self._metrics(state, batch["x"])
+
+    def eval_step(self, state: PadimState, batch: dict, rng: Array) -> dict:
+        return self._metrics(state, batch["x"])
+
+    def sample(self, state: PadimState, rng: Array, num: int) -> Array:
+        """The anomaly maps of the kept good crops, as images (not a generative model)."""
+        ref = state.model_state["reference"]
+        maps = self.anomaly_map(state, ref[jnp.arange(num) % ref.shape[0]])
+        return maps_as_images(maps, self.value_range, self.info.shape[-1])
+
+
+class PaDiM(ClosedFormFeatureMethod):
     """The PaDiM Method (gen_jax.registry.Method, Fits, HasAnomalyScore, HasAnomalyMap)."""
 
     def __init__(self, config: ml_collections.ConfigDict, info: DataInfo, extractor: FrozenFeatures,
@@ -142,10 +175,6 @@ class PaDiM(_FeatureMethod):
                   for name, (mean, cov) in fits.items()}
         return PadimState(step=jnp.zeros((), jnp.int32), params=params, model_state=frozen)
 
-    def init(self, rng: Array, example_batch: dict) -> PadimState:
-        """Fits to ``example_batch["x"]`` (the runtime calls :meth:`fit` with the whole split)."""
-        return self.fit(rng, jnp.asarray(example_batch["x"]))
-
     def _maps(self, state: PadimState, x: Array) -> dict[str, Array]:
         feats = self.features(state.model_state, x)
         return {k: mahalanobis(f, state.params[k]["mean"], state.params[k]["precision"])
@@ -155,19 +184,6 @@ class PaDiM(_FeatureMethod):
         maps = self._maps(state, x)
         sq = sum(jnp.mean(m ** 2) for m in maps.values()) / len(maps)
         return {"loss": sq, "mean_sq_distance": sq}
-
-    def train_step(self, state: PadimState, batch: dict, rng: Array):
-        """The fit is final: counts the step and reports the batch's mean squared distance."""
-        return state.replace(step=state.step + 1), self._metrics(state, batch["x"])
-
-    def eval_step(self, state: PadimState, batch: dict, rng: Array) -> dict:
-        return self._metrics(state, batch["x"])
-
-    def sample(self, state: PadimState, rng: Array, num: int) -> Array:
-        """The anomaly maps of the kept good crops, as images (not a generative model)."""
-        ref = state.model_state["reference"]
-        maps = self.anomaly_map(state, ref[jnp.arange(num) % ref.shape[0]])
-        return maps_as_images(maps, self.value_range, self.info.shape[-1])
 
     def anomaly_map(self, state: PadimState, x: Array, rng: Array | None = None) -> Array:
         """Mahalanobis distance per location, upsampled to the crop, mean over layers, (N, H, W)."""
