@@ -113,3 +113,15 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionfinish(session, exitstatus):
     if not hasattr(session.config, "workerinput"):  # the controller (or a -n 0 run)
         shutil.rmtree(CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tempfiles_in_pytest_tmp(tmp_path_factory):
+    """Python's temporary files go into pytest's own tmp area (which keeps only the last
+    few sessions) instead of the system's: under ``tfds.testing.mock_data``,
+    ``tfds.builder`` makes an empty ``mkdtemp("tfds")`` directory per call that it never
+    removes (DatasetInfo.initialize_from_bucket, tensorflow-datasets 4.9), ~100 per suite."""
+    old = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfile"))
+    yield
+    tempfile.tempdir = old
