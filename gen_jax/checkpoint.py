@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # stream or the optimisation, so a change is refused.
 RESUMABLE_KEYS = (
     "train.num_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.num_grid_samples", "train.nonfinite",
+    "train.keep_checkpoints", "train.num_grid_samples", "train.nonfinite", "train.steps_per_call",
     "data.eval_batch_size", "data.data_dir", "eval.*", "sampler.*", "runtime.*",
 )
 

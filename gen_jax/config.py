@@ -282,6 +282,18 @@ def conv_fusion_choice(config: ml_collections.ConfigDict) -> str:
     return choice
 
 
+MULTI_STEP_CHOICES = ("auto", "scan", "unroll")
+
+
+def multi_step_choice(config: ml_collections.ConfigDict) -> str:
+    """``runtime.multi_step``, checked ("auto" for a config written before the key): how a
+    call of ``train.steps_per_call`` > 1 steps is compiled (gen_jax/train.py scanned_steps)."""
+    choice = (config.get("runtime") or {}).get("multi_step", "auto")
+    if choice not in MULTI_STEP_CHOICES:
+        raise ConfigError(f"runtime.multi_step must be one of {MULTI_STEP_CHOICES}, got {choice!r}")
+    return choice
+
+
 # Every numeric field the runtime reads, with its valid range, checked in one place.
 # (section, key, kind, low, high, what): kind "int" or "float"; a bound of None is open;
 # "gt" = strictly greater than ``low``.
@@ -292,6 +304,7 @@ _NUMERIC = (
     ("train", "checkpoint_every", "int", 0, None, "ge"),
     ("train", "keep_checkpoints", "int", 0, None, "ge"),
     ("train", "num_grid_samples", "int", 1, None, "ge"),
+    ("train", "steps_per_call", "int", 1, None, "ge"),
     ("data", "batch_size", "int", 1, None, "ge"),
     ("data", "eval_batch_size", "int", 1, None, "ge"),
     ("data", "num_train", "int", 1, None, "ge"),
@@ -353,6 +366,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if t.nonfinite not in ("raise", "skip"):
         raise ConfigError(f"train.nonfinite must be 'raise' or 'skip', got {t.nonfinite!r}")
     conv_fusion_choice(config)
+    multi_step_choice(config)
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if o.name not in OPTIMIZERS:

@@ -57,6 +57,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.ema_decay = 0.0        # 0 = no EMA parameters
     config.train.nonfinite = "raise"    # "raise" | "skip" the update
     config.train.num_grid_samples = 64
+    # Training steps per compiled call (runtime.multi_step says how): fewer host round trips
+    # for small, dispatch-bound models. The same keys and batches as one step per call, so
+    # results and resume are unchanged; calls end at log/eval/checkpoint steps.
+    config.train.steps_per_call = 1
 
     config.runtime = ml_collections.ConfigDict()
     # JAX's persistent compilation cache in $GEN_JAX_CACHE/xla or ~/.cache/gen_jax/xla
@@ -66,6 +70,11 @@ def get_config() -> ml_collections.ConfigDict:
     # off CPU. Off made 4 of 5 measured train steps 1.2-1.75x faster and the 8x8 DCGAN's
     # 1.1x slower (experiments/results/conv_fusion_ab.md; gen_jax/parallel.py).
     config.runtime.cpu_conv_fusion = "off"
+    # How train.steps_per_call > 1 steps are compiled: "scan" (a lax.scan: one copy of the
+    # step), "unroll" (k copies in sequence: about k times the compile time), or "auto":
+    # unroll on CPU when the step has convolutions (XLA:CPU runs conv weight gradients inside
+    # a loop body 10-20x slower; experiments/results/bench_steps_per_call.md), else scan.
+    config.runtime.multi_step = "auto"
 
     config.eval = ml_collections.ConfigDict()
     config.eval.num_samples = 1000      # samples drawn by --mode=eval

@@ -167,9 +167,8 @@ def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh, what: str = "data
                           f"use a multiple of {n}")
 
 
-def shard_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
-    """Places this process's part of a global batch on the mesh, split along axis 0."""
-    sharding = batch_sharding(mesh)
+def _put_process_data(tree: dict, sharding: NamedSharding) -> dict:
+    """Each leaf, this process's rows, as a global array with ``sharding``."""
 
     def put(x):
         x = np.asarray(x)
@@ -177,7 +176,18 @@ def shard_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
             return jax.device_put(x, sharding)
         return jax.make_array_from_process_local_data(sharding, x)
 
-    return jax.tree.map(put, batch)
+    return jax.tree.map(put, tree)
+
+
+def shard_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
+    """Places this process's part of a global batch on the mesh, split along axis 0."""
+    return _put_process_data(batch, batch_sharding(mesh))
+
+
+def shard_batches(batches: dict, mesh: jax.sharding.Mesh) -> dict:
+    """Like :func:`shard_batch` for ``k`` stacked batches (leading axis k, each batch
+    split along axis 1): the input of :func:`jit_train_steps`."""
+    return _put_process_data(batches, NamedSharding(mesh, PartitionSpec(None, DATA_AXIS)))
 
 
 def shard_global_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
@@ -221,6 +231,17 @@ def jit_train_step(step: Callable, mesh: jax.sharding.Mesh,
     (``options``: XLA compiler options, e.g. from :func:`compiler_options`)."""
     rep, data = replicated(mesh), batch_sharding(mesh)
     return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
+                   donate_argnums=0, compiler_options=options)
+
+
+def jit_train_steps(steps: Callable, mesh: jax.sharding.Mesh,
+                    options: dict[str, str] | None = None) -> Callable:
+    """``(state, batches, key, step0) -> (state, metrics)`` compiled with the state donated:
+    ``batches`` stacked along a leading axis (:func:`shard_batches`), ``key`` and ``step0``
+    replicated, the metrics stacked per step."""
+    rep = replicated(mesh)
+    stacked = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+    return jax.jit(steps, in_shardings=(rep, stacked, rep, rep), out_shardings=(rep, rep),
                    donate_argnums=0, compiler_options=options)
 
 

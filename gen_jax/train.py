@@ -27,7 +27,7 @@ from gen_jax import data as data_lib
 from gen_jax import parallel, registry, viz
 from gen_jax.checkpoint import Checkpointer, resume_hint
 from gen_jax.compilation_cache import enable_compilation_cache
-from gen_jax.config import config_to_json, validate_config, workdir_config
+from gen_jax.config import config_to_json, multi_step_choice, validate_config, workdir_config
 from gen_jax.errors import CheckpointError, Interrupted, NonFiniteError
 from gen_jax.workdir import WorkdirLock, check_writable, remove_if_unused, write_atomic
 from gen_jax.writers import MetricWriter
@@ -261,7 +261,8 @@ def dry_run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     Returns:
       Each program's output shapes (``jax.ShapeDtypeStruct`` trees), by name:
       "state", "train_step" (or "train_step/stage<k>"), "eval_step", "sample", and
-      "log_prob", "reconstruct" where present.
+      "log_prob", "reconstruct" where present; "train_steps" (metrics stacked per step)
+      with ``train.steps_per_call`` > 1.
     """
     run = setup(config, Path("."))
     method, keys = run.method, run.keys
@@ -275,6 +276,13 @@ def dry_run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         steps = {"train_step": None}
     for name, stage_step in steps.items():
         out[name] = jax.eval_shape(guarded_step(method, stage_step), state, example, keys["train"])[1]
+    k = config.train.steps_per_call
+    if k > 1:  # the k-step program of the first stage, on k stacked example batches
+        programs = _Programs(run)
+        programs.choose_form(state, example)
+        stacked = jax.tree.map(lambda x: np.stack([x] * k), example)
+        out["train_steps"] = jax.eval_shape(scanned_steps(programs.one_step_fn(0), k, programs.unroll),
+                                            state, stacked, keys["train"], 0)[1]
     batch = next(data_lib.make_eval_batches(config, "val", max_batches=1))
     out["eval_step"] = jax.eval_shape(method.eval_step, state, batch, keys["eval"])
     num = config.train.num_grid_samples
@@ -401,37 +409,119 @@ def _train_locked(run: Run, resume_step: int | None) -> Any:
     return state
 
 
-def _step_programs(run: Run) -> Any:
-    """``step -> the jitted, guarded train step for that step``: one program, or for a
-    staged Method (registry.HasStages) one program per stage, compiled when first used."""
-    if not isinstance(run.method, registry.HasStages):
-        one = parallel.jit_train_step(guarded_step(run.method), run.mesh, run.options)
-        return lambda step: one
-    programs: dict[int, Any] = {}
+def scanned_steps(step: Any, num: int, unroll: bool = False) -> Any:
+    """``num`` consecutive calls of ``step`` (a guarded train step) as one program:
+    ``(state, batches, key, step0) -> (state, metrics)``, a ``lax.scan`` over ``num``
+    stacked batches (``unroll``: ``num`` copies of the step in sequence instead) whose
+    i-th step gets the key ``fold_in(key, step0 + i)``, the key the loop gives that step
+    when it calls ``step`` alone; the metrics come stacked."""
 
-    def at(step: int) -> Any:
-        stage = run.method.stage_of(step)
-        if stage not in programs:
-            programs[stage] = parallel.jit_train_step(
-                guarded_step(run.method, run.method.stage_train_step(stage)), run.mesh, run.options)
-        return programs[stage]
+    def steps(state, batches, key, step0):
+        if unroll:
+            out = []
+            for i in range(num):
+                batch = jax.tree.map(lambda b, i=i: b[i], batches)
+                state, metrics = step(state, batch, jax.random.fold_in(key, step0 + i))
+                out.append(metrics)
+            return state, jax.tree.map(lambda *ms: jnp.stack(ms), *out)
 
-    return at
+        def body(s, xs):
+            batch, i = xs
+            return step(s, batch, jax.random.fold_in(key, step0 + i))
+
+        return jax.lax.scan(body, state, (batches, jnp.arange(num, dtype=jnp.int32)))
+
+    return steps
+
+
+class _Programs:
+    """The run's compiled train programs: the guarded step (one per stage of a staged
+    Method, registry.HasStages), and with ``train.steps_per_call`` = k > 1 also k steps
+    in one call, each compiled when first used."""
+
+    def __init__(self, run: Run):
+        self.run, self.k = run, run.config.train.steps_per_call
+        self.staged = isinstance(run.method, registry.HasStages)
+        choice = multi_step_choice(run.config)
+        # "auto" before :meth:`choose_form` looks at the step: unrolled on CPU
+        self.unroll = choice == "unroll" or (choice == "auto" and jax.default_backend() == "cpu")
+        self._compiled: dict[tuple[int, int], Any] = {}
+
+    def choose_form(self, state: Any, batch: dict) -> None:
+        """Resolves ``runtime.multi_step="auto"`` for k > 1 from the first stage's step on
+        ``state`` and one ``batch``: unrolled on CPU when the step has a convolution (XLA:CPU
+        runs conv weight gradients inside a loop body 10-20x slower: the 8x8 conv VAE 5
+        steps/s scanned, 104 unrolled, 82 one per call), else a scan (one copy of the step to
+        compile: the 2-D MLP VAE compiles 10 steps in 3 s scanned, 11.5 s unrolled;
+        experiments/results/bench_steps_per_call.md)."""
+        if self.k == 1 or multi_step_choice(self.run.config) != "auto" or jax.default_backend() != "cpu":
+            return
+        jaxpr = jax.make_jaxpr(self.one_step_fn(0))(state, batch, self.run.keys["train"])
+        self.unroll = "conv_general_dilated" in str(jaxpr)
+
+    def one_step_fn(self, step: int) -> Any:
+        """The guarded step of ``step``'s stage (not compiled)."""
+        method = self.run.method
+        return guarded_step(method, method.stage_train_step(self.stage(step)) if self.staged else None)
+
+    def stage(self, step: int) -> int:
+        return self.run.method.stage_of(step) if self.staged else 0
+
+    def __call__(self, step: int, num: int) -> Any:
+        """The program that runs steps ``step .. step + num - 1`` (``num`` is 1 or k)."""
+        stage = self.stage(step)
+        if (stage, num) not in self._compiled:
+            run, one = self.run, self.one_step_fn(step)
+            self._compiled[stage, num] = (
+                parallel.jit_train_step(one, run.mesh, run.options) if num == 1 else
+                parallel.jit_train_steps(scanned_steps(one, num, self.unroll), run.mesh, run.options))
+        return self._compiled[stage, num]
+
+    def one(self, step: int) -> Any:
+        """The one-step program of ``step``'s stage: ``(state, batch, rng) -> (state, metrics)``."""
+        return self(step, 1)
+
+    def call_length(self, step: int) -> int:
+        """k when the k steps from ``step`` on stay in one stage and pass no step the
+        loop stops at (log, evaluation, checkpoint, the end), else 1: the steps up to
+        such a step run one per call, so only two programs are compiled per stage."""
+        t = self.run.config.train
+        end = step + self.k
+        if self.k == 1 or end > t.num_steps:
+            return 1
+        for every in (t.log_every, t.checkpoint_every, t.eval_every):
+            if every and (step // every + 1) * every < end:
+                return 1
+        if self.staged and any(self.stage(s) != self.stage(step) for s in range(step + 1, end)):
+            return 1
+        return self.k
 
 
 def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any:
     config, t = run.config, run.config.train
-    step_fn_at = _step_programs(run)
+    programs = _Programs(run)
+    programs.choose_form(state, _example_batch(run))
     ckpt.expect_finite_like(state)
     writer = MetricWriter(run.workdir, t.num_steps, start)
-    pending: list[tuple[int, dict]] = []
+    # (the step count after a call, the steps it ran, its metrics: scalars, or stacked per step)
+    pending: list[tuple[int, int, dict]] = []
     tick, tick_step = time.perf_counter(), start
 
     skipped, reported = 0, set()
 
+    def per_step(fetched: list[dict]) -> list[tuple[int, dict]]:
+        """(step, that step's metrics) for every step of the pending calls."""
+        out = []
+        for (end, num, _), m in zip(pending, fetched, strict=True):
+            if num == 1:
+                out.append((end, m))
+            else:
+                out.extend((end - num + 1 + i, {k: v[i] for k, v in m.items()}) for i in range(num))
+        return out
+
     def check(fetched: list[dict]) -> list[int]:
         nonlocal skipped
-        bad = [s for (s, _), m in zip(pending, fetched, strict=True) if not bool(m["finite"])]
+        bad = [s for s, m in per_step(fetched) if not bool(m["finite"])]
         if bad and t.nonfinite == "raise":
             ckpt.wait()
             last = ckpt.latest_step()
@@ -451,9 +541,9 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
         nonlocal pending, tick, tick_step
         if not pending:
             return
-        fetched = jax.device_get([m for _, m in pending])
+        fetched = jax.device_get([m for _, _, m in pending])
         bad = check(fetched)
-        good = [m for m in fetched if bool(m["finite"])]
+        good = [m for _, m in per_step(fetched) if bool(m["finite"])]
         means = {k: float(np.mean([m[k] for m in good])) for k in good[0] if k != "finite"} if good else {}
         now = time.perf_counter()
         means["steps_per_sec"] = (step - tick_step) / max(now - tick, 1e-9)
@@ -465,17 +555,24 @@ def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any
         step = start
         try:
             while step < t.num_steps:
-                batch = parallel.shard_batch(next(iterator), run.mesh)
-                rng = jax.random.fold_in(run.keys["train"], step)
-                state, metrics = step_fn_at(step)(state, batch, rng)
-                step += 1
-                pending.append((step, metrics))
-                writer.advance()
+                num = programs.call_length(step)
+                if num == 1:
+                    batch = parallel.shard_batch(next(iterator), run.mesh)
+                    rng = jax.random.fold_in(run.keys["train"], step)
+                    state, metrics = programs.one(step)(state, batch, rng)
+                else:
+                    batches = [next(iterator) for _ in range(num)]
+                    stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+                    state, metrics = programs(step, num)(
+                        state, parallel.shard_batches(stacked, run.mesh), run.keys["train"], step)
+                step += num
+                pending.append((step, num, metrics))
+                writer.advance(num)
                 if step % t.log_every == 0 or step == t.num_steps:
                     flush(step)
                 if t.checkpoint_every and step % t.checkpoint_every == 0:
                     # never save after a NaN: a bad step was not applied, but stop first
-                    check(jax.device_get([m for _, m in pending]))
+                    check(jax.device_get([m for _, _, m in pending]))
                     ckpt.save(step, state, iterator.get_state(), config)
                 if t.eval_every and step % t.eval_every == 0 and step < t.num_steps:
                     writer.write(step, "val", evaluate_split(run, state, "val", step))

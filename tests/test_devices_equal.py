@@ -6,9 +6,9 @@ EMA codebook and dead-code restarts (batch-wide sums of assignments), the
 improved-DDPM hybrid loss with loss-aware importance-sampled timesteps (a
 history updated from the whole batch), and the runtime's ``evaluate_split``.
 
-Also the runtime's whole training loop (``train_and_evaluate``) on the tiny VAE, and the
-batch really split over the devices (each shard holds its own rows: a replicated batch
-also has one shard per device).
+Also the runtime's whole training loop (``train_and_evaluate``, two steps per call) on the
+tiny VAE, and the batch really split over the devices (each shard holds its own rows: a
+replicated batch also has one shard per device), also k stacked batches.
 
 One subprocess per device count (XLA_FLAGS fixes the count at start-up), both
 run at once, each running every case so start-up and imports are paid once.
@@ -91,8 +91,10 @@ _SCRIPT = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from conftest import tiny_vae_config
     from gen_jax.errors import ConfigError
-    cfg = tiny_vae_config(**{"train.num_steps": 4, "train.checkpoint_every": 0,
-                             "data.eval_batch_size": 64, "train.ema_decay": 0.99})
+    # two steps per compiled call (train.steps_per_call: k batches stacked and sharded)
+    cfg = tiny_vae_config(**{"train.num_steps": 4, "train.checkpoint_every": 0, "train.log_every": 2,
+                             "data.eval_batch_size": 64, "train.ema_decay": 0.99,
+                             "train.steps_per_call": 2})
     state = train.train_and_evaluate(cfg, out + "/vae_runtime")
     leaves = jax.tree.leaves(jax.device_get((state.params, state.ema_params, state.opt_state)))
     arrays.update({f"vae_runtime/{j}": np.asarray(leaf) for j, leaf in enumerate(leaves)})
@@ -109,6 +111,14 @@ _SCRIPT = textwrap.dedent("""
         for s in shards:
             np.testing.assert_array_equal(np.asarray(s.data), rows[s.index])
         np.testing.assert_array_equal(np.asarray(b["x"]), rows)
+    # k stacked batches (train.steps_per_call): each batch split along its own rows
+    stacked = np.stack([rows, rows + 1e6])
+    b = parallel.shard_batches({"x": stacked}, mesh)
+    assert len({s.device for s in b["x"].addressable_shards}) == devices
+    for s in b["x"].addressable_shards:
+        assert s.data.shape == (2, 32 // devices, 8, 8, 1), s.data.shape
+        np.testing.assert_array_equal(np.asarray(s.data), stacked[s.index])
+    np.testing.assert_array_equal(np.asarray(b["x"]), stacked)
     if devices > 1:
         try:
             train.setup(tiny_vae_config(**{"data.batch_size": 12}), out + "/bad")

@@ -57,7 +57,7 @@ _EIGHT_DEVICES = textwrap.dedent("""
     cfg = load_config(config + ":smoke", **overrides)
     run = train.setup(cfg, out)
     state = train._init_state(run, train._example_batch(run))
-    at, it = train._step_programs(run), data.make_train_iterator(cfg, cfg.seed)
+    at, it = train._Programs(run).one, data.make_train_iterator(cfg, cfg.seed)
     rows = []
     for step in range(cfg.train.num_steps):
         batch = parallel.shard_batch(next(it), run.mesh)
@@ -270,7 +270,7 @@ def test_alpha_follows_the_step_and_a_run_resumed_mid_fade_is_identical(runs):
 
 
 def test_one_program_per_stage(runs):
-    at = train._step_programs(runs["run"])
+    at = train._Programs(runs["run"]).one
     assert at(0) is not at(1) and at(1) is at(4) is at(1000)
     assert isinstance(runs["method"], registry.HasStages)
 

@@ -193,7 +193,7 @@ def test_the_runtime_continues_exactly_across_the_scale_boundary_one_program_per
     s = STEPS_PER_SCALE
     run = train.setup(_config(), tmp_path)
     assert isinstance(run.method, registry.HasStages) and run.method is not method
-    at = train._step_programs(run)
+    at = train._Programs(run).one
     assert at(0) is at(s - 1) and at(s) is at(2 * s - 1) and at(s) is not at(s - 1)
     restored = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)) if isinstance(a, jax.Array) and
                             not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a, states[s - 1])

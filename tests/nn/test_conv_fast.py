@@ -217,6 +217,6 @@ def test_conv_fusion_setting_and_the_runtime_compiles_with_it(tmp_path):
         batch = next(make_train_iterator(cfg, cfg.seed))
     assert run.options == off
     state = train._init_state(run, batch)
-    step = train._step_programs(run)(0)
+    step = train._Programs(run).one(0)
     compiled = step.lower(state, parallel.shard_batch(batch, run.mesh), run.keys["train"]).compile()
     assert _ynn_ops(compiled) == 0
