@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default="configs/ddpm_cifar10.py")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="timed steps (after one warm-up)")
-    p.add_argument("--bf16", action="store_true", help="UNet compute in bfloat16 (model.dtype)")
+    p.add_argument("--bf16", action="store_true", help="networks compute in bfloat16 (runtime.precision)")
     p.add_argument("--override", action="append", default=[], help="dotted config override k=v")
     p.add_argument("--out", default=str(RESULTS / "diffusion_train_bench.jsonl"),
                    help="JSON-lines file the row is appended to")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = dict(parse_override(o) for o in args.override)
     overrides["data.batch_size"] = args.batch
     if args.bf16:
-        overrides["model.dtype"] = "bfloat16"
+        overrides["runtime.precision"] = "bfloat16"
     config = load_config(args.config, **overrides)
     method, step, mesh = build(config)
     info = method.info

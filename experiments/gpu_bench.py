@@ -9,8 +9,9 @@ the state donated, as ``train_and_evaluate`` does; see experiments/runner.py):
 
 - ``vae_digits``: the default job's conv VAE on 8x8 digits, batch 128, float32.
 - ``ddpm_cifar10_f32`` / ``ddpm_cifar10_bf16``: the DDPM CIFAR-10 UNet (35.7M
-  parameters, configs/ddpm_cifar10.py) train step at batch 128, ``model.dtype``
-  float32 / bfloat16 (bf16 compute, float32 parameters and optimizer state).
+  parameters, configs/ddpm_cifar10.py) train step at batch 128, ``runtime.precision``
+  float32 / bfloat16 (the mixed-precision policy of every family, gen_jax/nn/precision.py:
+  bf16 compute, float32 parameters, optimizer state and losses).
 - ``ddpm_sample_bf16``: the same UNet's 1000-step ancestral DDPM sampler on 256 images
   (bfloat16), one compiled call (the issue's anchor: 17 s on a TPU v3-8).
 - ``dcgan_cifar10``: DCGAN 32x32 (configs/dcgan_cifar10.py), one outer step (1 D + 1 G
@@ -18,7 +19,8 @@ the state donated, as ``train_and_evaluate`` does; see experiments/runner.py):
 - ``pixelcnn_sample``: PixelCNN (configs/pixelcnn_digits.py) pixel-by-pixel sampling of
   64 8x8 images, one compiled call.
 
-Each workload runs in its own child process with a hard wall-clock limit
+Each workload runs under ``runtime.precision`` = its dtype column (table WORKLOADS),
+in its own child process with a hard wall-clock limit
 (``--limit``), so one slow compile cannot eat the run, and its peak memory is its own.
 Per workload: compile seconds (``lower().compile()``), the median of ``--steps`` timed
 calls after ``--warmup`` calls (each ``block_until_ready``), examples/s, the device's
@@ -85,29 +87,29 @@ PEAK_FLOPS = {
 # --smoke: the UNet's train step alone compiles for ~40 s on the 2-core CPU even at 8x8,
 # ch 8, so the smoke run swaps in the configs' own smoke denoiser (a tiny MLP, as
 # configs/ddpm_cifar10.py's smoke variant does): it checks the script, not the UNet
-# (tests/diffusion cover the UNet, bf16 included).
+# (tests/diffusion cover the UNet; tests/nn/test_precision.py its bf16 step).
 _DDPM_SMOKE = {"data.batch_size": 4, "model.arch": "mlp", "model.hidden": 16, "model.depth": 1}
 
-# name -> (config file, overrides, what is timed, compute dtype, smoke overrides)
+# name -> (config file, overrides, what is timed, runtime.precision, smoke overrides)
 WORKLOADS = {
     "vae_digits": ("vae_digits.py", {"data.batch_size": 128}, "train", "float32", {"data.batch_size": 8}),
     "ddpm_cifar10_f32": (
         "ddpm_cifar10.py",
-        {"data.batch_size": 128, "model.dtype": "float32"},
+        {"data.batch_size": 128},
         "train",
         "float32",
         _DDPM_SMOKE,
     ),
     "ddpm_cifar10_bf16": (
         "ddpm_cifar10.py",
-        {"data.batch_size": 128, "model.dtype": "bfloat16"},
+        {"data.batch_size": 128},
         "train",
         "bfloat16",
         _DDPM_SMOKE,
     ),
     "ddpm_sample_bf16": (
         "ddpm_cifar10.py",
-        {"model.dtype": "bfloat16", "sampler.name": "ddpm", "sampler.num_steps": 1000, "sample.num": 256},
+        {"sampler.name": "ddpm", "sampler.num_steps": 1000, "sample.num": 256},
         "sample",
         "bfloat16",
         {**_DDPM_SMOKE, "model.num_timesteps": 20, "sampler.num_steps": 20, "sample.num": 4},
@@ -164,7 +166,7 @@ def run_workload(name: str, smoke: bool, steps: int, warmup: int) -> dict:
     from gen_jax.data import DataInfo, dataset_info
 
     config_file, overrides, what, dtype, smoke_overrides = WORKLOADS[name]
-    overrides = dict(overrides)
+    overrides = {**overrides, "runtime.precision": dtype}
     num = overrides.pop("sample.num", None)
     if smoke:
         smoke_overrides = dict(smoke_overrides)

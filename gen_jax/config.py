@@ -22,6 +22,7 @@ from gen_jax.errors import ConfigError, GenJaxError
 # The sections every config has (configs/default.py); families fill `model`.
 REQUIRED_SECTIONS = ("data", "model", "optim", "train", "eval")
 CONV_FUSION_CHOICES = ("off", "on")  # runtime.cpu_conv_fusion (gen_jax/parallel.py)
+PRECISIONS = ("float32", "bfloat16")  # runtime.precision (gen_jax/nn/precision.py)
 
 # Config keys renamed since older workdirs were written: old dotted key -> new one.
 # An old workdir's config.json and an old config file load with the new keys; an
@@ -32,6 +33,8 @@ RENAMED_KEYS = {
     "model.num_steps": "model.steps_per_level",
     # diffusion samplers: the sampler's name, not a Method ("method" is the family)
     "sampler.method": "sampler.name",
+    # the diffusion UNet's compute dtype is the one mixed-precision policy of every family
+    "model.dtype": "runtime.precision",
 }
 # Keys renamed in some families only (old key -> (new key, the Methods)): the old key
 # keeps its meaning in the others. The autoencoders' MLP layer sizes (a tuple) were
@@ -224,8 +227,10 @@ def _has_key(tree: dict, dotted: str) -> bool:
 
 
 def _upgrade_dict(tree: dict) -> dict:
-    """A config dict with every renamed key moved to its new name (the new one wins
-    where both are present), for the dict's own Method (:func:`renamed_keys`)."""
+    """A config dict with every renamed key moved to its new name, for the dict's own
+    Method (:func:`renamed_keys`). Where both are present the old key's value wins: the
+    defaults never hold an old key, so it is there because an old config file set it on
+    top of today's defaults (which hold the new key at its default value)."""
     for old, new in renamed_keys(str(tree.get("method", ""))).items():
         if not _has_key(tree, old):
             continue
@@ -238,7 +243,7 @@ def _upgrade_dict(tree: dict) -> dict:
         dst = tree
         for part in new_parents:
             dst = dst.setdefault(part, {})
-        dst.setdefault(new_leaf, value)
+        dst[new_leaf] = value
     return tree
 
 
@@ -272,6 +277,14 @@ def resolve_key(config: ml_collections.ConfigDict, dotted: str) -> tuple[ml_coll
         where = ".".join(parents) or "the config"
         raise ConfigError(f"unknown config key {dotted!r}; valid keys in {where}: {_valid_keys(node)}")
     return node, leaf
+
+
+def precision_choice(config: ml_collections.ConfigDict) -> str:
+    """``runtime.precision``, checked ("float32" for a config written before the key)."""
+    choice = (config.get("runtime") or {}).get("precision", "float32")
+    if choice not in PRECISIONS:
+        raise ConfigError(f"runtime.precision={choice!r} is not a precision; valid: {', '.join(PRECISIONS)}")
+    return choice
 
 
 def conv_fusion_choice(config: ml_collections.ConfigDict) -> str:
@@ -367,6 +380,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"train.nonfinite must be 'raise' or 'skip', got {t.nonfinite!r}")
     conv_fusion_choice(config)
     multi_step_choice(config)
+    precision_choice(config)
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if o.name not in OPTIMIZERS:

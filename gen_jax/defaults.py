@@ -75,6 +75,10 @@ def get_config() -> ml_collections.ConfigDict:
     # unroll on CPU when the step has convolutions (XLA:CPU runs conv weight gradients inside
     # a loop body 10-20x slower; experiments/results/bench_steps_per_call.md), else scan.
     config.runtime.multi_step = "auto"
+    # Mixed precision for every family (gen_jax/nn/precision.py): "float32" | "bfloat16"
+    # (networks compute in bfloat16; parameters, optimizer state, batch statistics, losses,
+    # log-likelihoods and metrics stay float32). For GPUs/TPUs: slower on CPU.
+    config.runtime.precision = "float32"
 
     config.eval = ml_collections.ConfigDict()
     config.eval.num_samples = 1000      # samples drawn by --mode=eval
@@ -110,7 +114,6 @@ def digits_unet_config(method: str) -> ml_collections.ConfigDict:
     m.attn_resolutions = (4,)
     m.dropout = 0.1
     m.groups = 32
-    m.dtype = "float32"           # UNet compute dtype: "float32" | "bfloat16"
     m.hidden = 256                # arch="mlp" only
     m.depth = 3
     config.optim.learning_rate = 2e-3

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 
 from gen_jax.errors import ConfigError
+from gen_jax.nn.precision import apply_policy, precision_of
 
 # Family packages whose import registers their Methods. A new family adds itself here.
 _FAMILY_MODULES = ("gen_jax.autoencoders", "gen_jax.classical", "gen_jax.autoregressive",
@@ -169,7 +170,8 @@ def available() -> list[str]:
 
 
 def build(config: ml_collections.ConfigDict, info: Any = None) -> Method:
-    """Returns the Method named by ``config.method``, built from ``config``.
+    """Returns the Method named by ``config.method``, built from ``config``, its networks
+    under the mixed-precision policy ``runtime.precision`` (gen_jax/nn/precision.py).
 
     Args:
       config: the experiment config.
@@ -178,8 +180,8 @@ def build(config: ml_collections.ConfigDict, info: Any = None) -> Method:
         dataset's training split once).
 
     Raises:
-      ConfigError: unknown method name (the message lists the known ones), or a
-        family's own check of its config failed.
+      ConfigError: unknown method name (the message lists the known ones), a bad
+        ``runtime.precision``, or a family's own check of its config failed.
     """
     _import_families()
     name = config.method
@@ -189,8 +191,9 @@ def build(config: ml_collections.ConfigDict, info: Any = None) -> Method:
         from gen_jax.data import dataset_info  # the runtime passes it; data imports no family
 
         info = dataset_info(config.data)
+    precision = precision_of(config)
     try:
-        return _FACTORIES[name](config, info)
+        method = _FACTORIES[name](config, info)
     except (AttributeError, KeyError) as e:
         missing = _missing_config_key(e)
         if missing is None:
@@ -198,6 +201,9 @@ def build(config: ml_collections.ConfigDict, info: Any = None) -> Method:
         raise ConfigError(f"method {name!r} reads the config key {missing!r}, which this config "
                           "lacks (most often a model.* key): start from a config file of this "
                           "method (configs/*.py) or add the key") from None
+    # One mixed-precision policy for every family (gen_jax/nn/precision.py): the modules
+    # the Method holds compute in runtime.precision's dtype.
+    return apply_policy(method, precision)
 
 
 def _missing_config_key(e: BaseException) -> str | None:

@@ -16,11 +16,46 @@ from gen_jax.data import dataset_info
 from gen_jax.errors import ConfigError
 from gen_jax.flows import Flow
 
+# The one rename across sections: the diffusion UNet's compute dtype became the runtime's
+# mixed-precision policy of every family (gen_jax/nn/precision.py).
+ACROSS_SECTIONS = {"model.dtype": "runtime.precision"}
+
 
 def test_the_table_names_keys_of_the_same_section():
     pairs = [*RENAMED_KEYS.items(), *((old, new) for old, (new, _) in METHOD_RENAMED_KEYS.items())]
     for old, new in pairs:
-        assert old != new and old.rsplit(".", 1)[0] == new.rsplit(".", 1)[0]
+        assert old != new
+        assert old.rsplit(".", 1)[0] == new.rsplit(".", 1)[0] or ACROSS_SECTIONS.get(old) == new
+
+
+def test_the_unets_old_dtype_is_the_runtimes_precision(caplog, tmp_path):
+    from gen_jax import registry
+    from gen_jax.nn.precision import module_precision
+
+    cfg = load_config(CONFIGS / "ddpm_digits.py:smoke")
+    old = json.loads(config_to_json(cfg))
+    old["model"]["dtype"] = "bfloat16"  # a DDPM workdir written before the policy
+    del old["runtime"]["precision"]
+    loaded = config_from_json(json.dumps(old))
+    assert loaded.runtime.precision == "bfloat16" and "dtype" not in loaded.model
+    assert module_precision(registry.build(loaded).net) == "bfloat16"
+    # an old override, with one warning naming the new key
+    with caplog.at_level(logging.WARNING, logger="gen_jax"):
+        cfg = load_config(CONFIGS / "edm_digits.py:smoke", **{"model.dtype": "bfloat16"})
+    assert cfg.runtime.precision == "bfloat16" and "'runtime.precision'" in caplog.text
+    # an old config file sets model.dtype on top of today's defaults (which hold
+    # runtime.precision="float32"): its setting is the one kept
+    path = tmp_path / "old_ddpm.py"
+    path.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('d', {str(CONFIGS / 'ddpm_digits.py')!r})\n"
+        "d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)\n"
+        "def get_config():\n"
+        "    config = d.get_config('smoke')\n"
+        "    config.model.dtype = 'bfloat16'\n"
+        "    return config\n")
+    cfg = load_config(path)
+    assert cfg.runtime.precision == "bfloat16" and "dtype" not in cfg.model
 
 
 def test_a_key_renamed_in_one_family_keeps_its_meaning_in_the_others(caplog):

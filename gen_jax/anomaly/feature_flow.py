@@ -74,6 +74,7 @@ from gen_jax.flows.bijectors import ActNorm
 from gen_jax.flows.couplings import AffineCoupling, MLPTrunk, _Coupling
 from gen_jax.likelihood import diag_gaussian_log_prob
 from gen_jax.nn import Conv
+from gen_jax.nn.precision import full_precision
 from gen_jax.registry import register
 from gen_jax.state import TrainState, make_optimizer
 from gen_jax.steps import make_eval_step, make_train_step
@@ -138,9 +139,13 @@ def upsample_matrix(num: int, first: float, stride: float, input_size: int, crop
     return a.astype(np.float32)
 
 
+@full_precision
 class FrozenFeatures:
     """The frozen extractor of ``config.features`` (module doc): its network, the layers
     taken, the crop geometry, and the variables (loaded by the factory, kept in the state).
+    It computes in float32 under every ``runtime.precision`` (gen_jax/nn/precision.py):
+    no gradient reaches it, and PaDiM's and the nearest-neighbour Method's statistics of
+    its features are closed-form fits that bfloat16 would blur.
 
     Args:
       config: the experiment config (``features`` section; ``eval.inception_path``).

@@ -95,7 +95,9 @@ def discriminator_features(net: networks.DCGANDiscriminator, variables: dict,
         out, _ = net.apply(variables, x, mutable=["batch_stats"])
     if len(captured) != 1:
         raise ValueError(f"expected one final linear layer in the discriminator, found {len(captured)}")
-    return out, captured[0]
+    # read inside the network, so in its compute dtype: float32 for the losses, as its output
+    # (runtime.precision, gen_jax/nn/precision.py)
+    return out, captured[0].astype(jnp.float32)
 
 
 def residual_map(x: jax.Array, x_hat: jax.Array, power: int) -> jax.Array:

@@ -43,11 +43,6 @@ def _check(value: str, valid: tuple[str, ...], key: str) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(valid)}; got {value!r}")
 
 
-def _dtype(name: str) -> Any:
-    _check(name, ("float32", "bfloat16"), "model.dtype")
-    return jnp.bfloat16 if name == "bfloat16" else jnp.float32
-
-
 def build_network(config: ml_collections.ConfigDict, info: Any, out_mult: int = 1,
                   time_scale: float = 1.0) -> Any:
     """The UNet (images) or MLP (vectors, or flattened images) of ``config.model``,
@@ -61,7 +56,7 @@ def build_network(config: ml_collections.ConfigDict, info: Any, out_mult: int = 
         return DDPMUNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                         attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
                         out_ch=out_mult * info.shape[-1], num_classes=ncls, groups=m.groups,
-                        time_scale=time_scale, dtype=_dtype(m.get("dtype", "float32")))
+                        time_scale=time_scale)
     return MLPDenoiser(hidden=m.hidden, depth=m.depth, out_dim=out_mult * info.dim,
                        num_classes=ncls, dropout=m.dropout, time_scale=time_scale)
 

@@ -14,7 +14,7 @@ of classifier-free guidance (Ho & Salimans, 2021).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -46,19 +46,17 @@ class TimeResBlock(nn.Module):
     out_ch: int
     dropout: float
     groups: int = 32
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
-        dt = self.dtype
-        h = nn.silu(nn.GroupNorm(_groups(x.shape[-1], self.groups), dtype=dt)(x))
-        h = Conv(self.out_ch, (3, 3), dtype=dt)(h)
-        h = h + nn.Dense(self.out_ch, dtype=dt)(nn.silu(temb))[:, None, None, :]
-        h = nn.silu(nn.GroupNorm(_groups(self.out_ch, self.groups), dtype=dt)(h))
+        h = nn.silu(nn.GroupNorm(_groups(x.shape[-1], self.groups))(x))
+        h = Conv(self.out_ch, (3, 3))(h)
+        h = h + nn.Dense(self.out_ch)(nn.silu(temb))[:, None, None, :]
+        h = nn.silu(nn.GroupNorm(_groups(self.out_ch, self.groups))(h))
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros, dtype=dt)(h)
+        h = Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros)(h)
         if x.shape[-1] != self.out_ch:
-            x = nn.Dense(self.out_ch, dtype=dt)(x)  # the 1x1 "NIN" shortcut
+            x = nn.Dense(self.out_ch)(x)  # the 1x1 "NIN" shortcut
         return x + h
 
 
@@ -66,17 +64,16 @@ class AttnBlock(nn.Module):
     """Single-head self-attention over the H*W positions, residual, zero-init output projection."""
 
     groups: int = 32
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, hgt, wid, c = x.shape
-        dt = self.dtype
-        h = nn.GroupNorm(_groups(c, self.groups), dtype=dt)(x).reshape(b, hgt * wid, c)
-        q, k, v = (nn.Dense(c, dtype=dt)(h) for _ in range(3))
+        h = nn.GroupNorm(_groups(c, self.groups))(x).reshape(b, hgt * wid, c)
+        q, k, v = (nn.Dense(c)(h) for _ in range(3))
         logits = jnp.einsum("bqc,bkc->bqk", q, k).astype(jnp.float32) / math.sqrt(c)
-        w = jax.nn.softmax(logits, axis=-1).astype(dt)  # softmax in float32 under bf16
-        h = nn.Dense(c, kernel_init=nn.initializers.zeros, dtype=dt)(jnp.einsum("bqk,bkc->bqc", w, v))
+        # softmax in float32 under the bfloat16 policy (gen_jax/nn/precision.py)
+        w = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        h = nn.Dense(c, kernel_init=nn.initializers.zeros)(jnp.einsum("bqk,bkc->bqc", w, v))
         return x + h.reshape(b, hgt, wid, c)
 
 
@@ -98,8 +95,9 @@ class DDPMUNet(nn.Module):
       groups: GroupNorm groups (reduced to a divisor of narrow widths).
       time_scale: multiplies t before the embedding (continuous-time models pass
         t in [0, 1] and scale it to the usual 0..1000 range).
-      dtype: computation dtype (bfloat16 for mixed precision; parameters stay float32
-        and the output is float32).
+
+    Mixed precision is the runtime's policy (``runtime.precision``, gen_jax/nn/precision.py),
+    not an attribute: the network has no dtype of its own.
     """
 
     ch: int = 128
@@ -111,18 +109,16 @@ class DDPMUNet(nn.Module):
     num_classes: int = 0
     groups: int = 32
     time_scale: float = 1.0
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None,
                  train: bool = False) -> jax.Array:
-        dt = self.dtype
         num_blocks = 0
 
         def res_block(out_ch: int) -> TimeResBlock:
             nonlocal num_blocks
             num_blocks += 1
-            return TimeResBlock(out_ch, self.dropout, self.groups, dt, name=f"ResBlock_{num_blocks - 1}")
+            return TimeResBlock(out_ch, self.dropout, self.groups, name=f"ResBlock_{num_blocks - 1}")
 
         temb = timestep_embedding(t * self.time_scale, self.ch)
         temb = nn.Dense(4 * self.ch)(temb)
@@ -131,34 +127,33 @@ class DDPMUNet(nn.Module):
             if y is None:
                 y = jnp.full((x.shape[0],), self.num_classes, jnp.int32)
             temb = temb + nn.Embed(self.num_classes + 1, 4 * self.ch)(y)
-        h = Conv(self.ch, (3, 3), dtype=dt)(x)
+        h = Conv(self.ch, (3, 3))(x)
         hs = [h]
         levels = len(self.ch_mult)
         for i, mult in enumerate(self.ch_mult):
             for _ in range(self.num_res_blocks):
                 h = res_block(self.ch * mult)(h, temb, train)
                 if h.shape[1] in self.attn_resolutions:
-                    h = AttnBlock(self.groups, dt)(h)
+                    h = AttnBlock(self.groups)(h)
                 hs.append(h)
             if i != levels - 1:
-                h = Conv(h.shape[-1], (3, 3), strides=(2, 2), dtype=dt)(h)
+                h = Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)
                 hs.append(h)
         h = res_block(h.shape[-1])(h, temb, train)
-        h = AttnBlock(self.groups, dt)(h)
+        h = AttnBlock(self.groups)(h)
         h = res_block(h.shape[-1])(h, temb, train)
         for i, mult in reversed(list(enumerate(self.ch_mult))):
             for _ in range(self.num_res_blocks + 1):
                 h = res_block(self.ch * mult)(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
                 if h.shape[1] in self.attn_resolutions:
-                    h = AttnBlock(self.groups, dt)(h)
+                    h = AttnBlock(self.groups)(h)
             if i != 0:
                 # Nearest-neighbour 2x upsampling as a repeat: same values as
                 # jax.image.resize(method="nearest"), cheaper to compile and differentiate.
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-                h = Conv(h.shape[-1], (3, 3), dtype=dt)(h)
-        h = nn.silu(nn.GroupNorm(_groups(h.shape[-1], self.groups), dtype=dt)(h))
-        out = Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros, dtype=dt)(h)
-        return out.astype(jnp.float32)
+                h = Conv(h.shape[-1], (3, 3))(h)
+        h = nn.silu(nn.GroupNorm(_groups(h.shape[-1], self.groups))(h))
+        return Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros)(h)
 
 
 class MLPDenoiser(nn.Module):

@@ -97,9 +97,9 @@ def act(x: jax.Array) -> jax.Array:
 def upsample_bilinear2(x: jax.Array) -> jax.Array:
     """2x bilinear upsampling of NHWC maps: each output pixel is 3/4 its nearest input pixel
     and 1/4 the next one along each axis (edges clamped), as two products with a fixed
-    (2 size, size) interpolation matrix."""
+    (2 size, size) interpolation matrix, in ``x``'s dtype (exact in bfloat16 too)."""
     def matrix(size):
-        a = np.zeros((2 * size, size), np.float32)
+        a = np.zeros((2 * size, size), x.dtype)
         for i in range(size):
             a[2 * i, i] += 0.75
             a[2 * i, max(i - 1, 0)] += 0.25

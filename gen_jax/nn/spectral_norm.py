@@ -52,7 +52,8 @@ def power_iteration(w: jax.Array, u: jax.Array, n_iters: int = 1) -> tuple[jax.A
 def spectral_normalize(module: nn.Module, kernel: jax.Array, update: bool, n_iters: int) -> jax.Array:
     """``kernel / sigma(kernel)``, keeping the power-iteration vector in ``module``'s
     ``"spectral"`` collection (call inside a compact method)."""
-    mat = kernel.reshape(-1, kernel.shape[-1])
+    # sigma in float32 under the bfloat16 policy too (gen_jax/nn/precision.py)
+    mat = kernel.astype(jnp.float32).reshape(-1, kernel.shape[-1])
     # The starting vector is drawn once, at init, from the module's "params" stream
     # (no fixed key): afterwards it is state, refined by every training call.
     u_var = module.variable("spectral", "u", lambda: _normalize(
@@ -60,7 +61,7 @@ def spectral_normalize(module: nn.Module, kernel: jax.Array, update: bool, n_ite
     sigma, u = power_iteration(mat, u_var.value, n_iters)
     if update and not module.is_initializing():
         u_var.value = u
-    return kernel / sigma
+    return (kernel / sigma).astype(kernel.dtype)
 
 
 class SNDense(nn.Module):
