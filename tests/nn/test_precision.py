@@ -183,7 +183,10 @@ def _floats(tree) -> set[str]:
 
 
 def test_every_registered_method_is_checked_here():
-    assert set(CONFIG_OF) == set(registry.available())
+    # gen_jax's own Methods (test files register stand-ins, e.g. tests/test_runtime.py)
+    real = {name for name in registry.available()
+            if getattr(registry._FACTORIES[name], "__module__", "").startswith("gen_jax.")}
+    assert set(CONFIG_OF) == real
     for method, name in CONFIG_OF.items():
         assert load_config(f"{CONFIGS / name}:smoke", **(
             {DEPENDS[method][0]: "unused"} if method in DEPENDS else {})).method == method
