@@ -5,7 +5,11 @@ sizes (multi-scale), trained on random rotations / reflections of good 64x64 gra
 crops; image score: the mean NLL over the 8 rotations / reflections. Image level only
 (no anomaly map: the evaluation reports image AUROC alone). ``:category=grass`` /
 ``gravel`` picks another category. Evaluate with
-``python -m gen_jax.anomaly.evaluate --workdir=RUN``.
+``python -m gen_jax.anomaly.evaluate --workdir=RUN``. ``:digits`` trains on scikit-learn's
+8x8 digits instead, for the one-class protocol (with ``data.classes=(k,)``;
+experiments/results/anomaly_digits/), at one input size, 75 px (Inception's smallest): each
+size is a 9x or larger blow-up of the same 64 pixels, and the three sizes cost 6.5x the
+time of a train step (1.18 s against 0.18 s per 16 digits on the 2-core CPU, measured).
 
 The paper: AlexNet features of 448 / 224 / 112 px images (3 x 256 pooled channels), 8
 coupling blocks with fully connected subnets (hidden 2048), 192 epochs, mean over 64
@@ -22,7 +26,7 @@ from gen_jax.defaults import smoke
 
 
 def get_config(arg=None):
-    opts = parse_arg(arg, smoke=False, category="brick")
+    opts = parse_arg(arg, smoke=False, category="brick", digits=False)
     config = default_config()
     config.method = "differnet"
     config.data.name = f"defects:{opts.category}"
@@ -57,6 +61,10 @@ def get_config(arg=None):
     config.train.checkpoint_every = 150
     config.train.num_grid_samples = 16
     config.eval.sample_metrics = False  # not a generative model: no sample-quality metrics
+    if opts.digits:  # one-class digits (with data.classes=(k,)): 8x8 images
+        config.data.name = "digits"
+        config.differnet.input_sizes = (75,)  # one scale, Inception's smallest (module doc)
+        config.train.num_steps = 600
     if opts.smoke:
         smoke(config, **_SMOKE)
     return config

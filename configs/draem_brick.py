@@ -4,6 +4,8 @@ half of scikit-image's brick texture, with Perlin-noise anomalies filled from ot
 bundled photos (gen_jax/anomaly/draem.py). ``:category=grass`` / ``gravel`` picks
 another category. Evaluate with
 ``python -m gen_jax.anomaly.evaluate --workdir=RUN``.
+``:digits`` trains on scikit-learn's 8x8 digits instead, for the one-class protocol
+(with ``data.classes=(k,)``; experiments/results/anomaly_digits/).
 
 The paper: 256 px images, a 128-wide reconstructive and a 64-wide 6-level
 discriminative network, 700 epochs, Adam 1e-4 (x0.2 at 80% and 90%). Here: 64 px
@@ -18,7 +20,7 @@ from gen_jax.defaults import smoke
 
 
 def get_config(arg=None):
-    opts = parse_arg(arg, smoke=False, category="brick")
+    opts = parse_arg(arg, smoke=False, category="brick", digits=False)
     config = default_config()
     config.method = "draem"
     config.data.name = f"defects:{opts.category}"
@@ -47,6 +49,12 @@ def get_config(arg=None):
     config.train.checkpoint_every = 500
     config.train.num_grid_samples = 16
     config.eval.sample_metrics = False  # not a generative model: no sample-quality metrics
+    if opts.digits:  # one-class digits (with data.classes=(k,)): 8x8 images, the same 3-level nets
+        config.data.name = "digits"     # (8 -> 4 -> 2), [0, 1] pixels; anomaly sources 16 px photos
+        config.data.batch_size = 64
+        config.draem.perlin_scales = 3  # lattice 1, 2, 4 cells per axis (2 px cells at the finest)
+        config.draem.score_window = 1   # 21 / 256 of the side (official) is under a pixel: the map's max
+        config.train.num_steps = 600
     if opts.smoke:
         smoke(config, **_SMOKE)
     return config

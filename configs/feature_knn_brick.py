@@ -3,6 +3,8 @@ the offline defect benchmark's ``brick`` category: a whitened memory bank of fro
 FID-Inception Conv2d_4a_3x3 features of good 64x64 grayscale crops (interior locations),
 the distance to the nearest bank row as the anomaly map. ``:category=grass`` / ``gravel``
 picks another category. Evaluate with ``python -m gen_jax.anomaly.evaluate --workdir=RUN --sigma=4``.
+``:digits`` fits scikit-learn's 8x8 digits instead (padim_brick.py's ``:digits``: 75 px, a 15x15
+map, 11x11 inside the border), for the one-class protocol (with ``data.classes=(k,)``).
 
 The input size (256 px: a 60x60 map), border (2), bank (16384 rows), k (1), the image
 score's blur (2 px) and the 8 random subsets of 64 channels (one map each, averaged: one
@@ -22,7 +24,7 @@ padim_brick = config_module("padim_brick", __file__)
 
 
 def get_config(arg=None):
-    opts = parse_arg(arg, smoke=False, category="brick")
+    opts = parse_arg(arg, smoke=False, category="brick", digits=False)
     config = padim_brick.get_config(f"category={opts.category}")  # data, features, train, eval
     config.method = "feature_knn"
     del config["padim"]
@@ -36,6 +38,10 @@ def get_config(arg=None):
     config.knn.score_sigma = 2.0        # px, Gaussian blur of the map before its maximum
     config.knn.fit_batch_size = 64      # crops per feature batch of the fit
     config.knn.num_subsets = 8          # random channel subsets per layer, one map each, averaged
+    if opts.digits:  # one-class digits (with data.classes=(k,)): 8x8 images
+        config.data.name = "digits"
+        config.features.input_size = 75  # Inception's smallest input, as padim_brick.py's :digits
+        config.knn.score_sigma = 0.0    # 2 px of a 64 px crop is a quarter pixel of a digit: no blur
     if opts.smoke:
         smoke(config, **_SMOKE)
     return config

@@ -3,7 +3,9 @@
 good 64x64 grayscale crops, Mahalanobis distance as the anomaly map. The feature-distance
 baseline of FastFlow (configs/fastflow_brick.py): the same features, layer, input size
 and channel count. ``:category=grass`` / ``gravel`` picks another category. Evaluate
-with ``python -m gen_jax.anomaly.evaluate --workdir=RUN``.
+with ``python -m gen_jax.anomaly.evaluate --workdir=RUN``. ``:digits`` fits scikit-learn's
+8x8 digits instead, resized to 75 px (the smallest input Inception takes: a 15x15 map), for
+the one-class protocol (with ``data.classes=(k,)``; experiments/results/anomaly_digits/).
 
 A closed-form fit of the whole training split (the runtime calls the Method's ``fit``);
 the one train step only reports the training distance.
@@ -17,7 +19,7 @@ from gen_jax.defaults import smoke
 
 
 def get_config(arg=None):
-    opts = parse_arg(arg, smoke=False, category="brick")
+    opts = parse_arg(arg, smoke=False, category="brick", digits=False)
     config = default_config()
     config.method = "padim"
     config.data.name = f"defects:{opts.category}"
@@ -44,6 +46,9 @@ def get_config(arg=None):
     config.train.checkpoint_every = 0
     config.train.num_grid_samples = 16
     config.eval.sample_metrics = False  # not a generative model: no sample-quality metrics
+    if opts.digits:  # one-class digits (with data.classes=(k,)): 8x8 images
+        config.data.name = "digits"
+        config.features.input_size = 75  # Inception's smallest input (9.4 px per digit pixel)
     if opts.smoke:
         smoke(config, **_SMOKE)
     return config

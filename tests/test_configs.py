@@ -147,6 +147,27 @@ def test_config_traces_every_program(name, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+# The anomaly configs' one-class digits variants (experiments/one_class_digits.py with
+# data.classes=(k,); experiments/results/anomaly_gan/ and anomaly_digits/): every program
+# traces on one class of 8x8 digits: the feature methods whose tracing is quick with the
+# frozen Inception the table used (":digits"), the others with tiny networks (":digits,smoke";
+# about 10 s in all).
+ONE_CLASS_DIGITS = ([f"{name}_brick.py:digits,smoke" for name in ("ganomaly", "draem", "differnet")]
+                    + [f"{name}_brick.py:digits" for name in ("padim", "feature_knn", "fastflow")])
+
+
+@pytest.mark.parametrize("variant", ONE_CLASS_DIGITS)
+def test_one_class_digits_variants_trace_on_one_digit_class(variant):
+    cfg = load_config(f"{CONFIGS}/{variant}", **{"data.classes": (3,)})
+    shapes = train.dry_run(cfg)
+    _, y = load_split(cfg, "train")
+    assert cfg.data.name == "digits" and set(np.unique(y)) == {3}
+    assert shapes["sample"].shape == (cfg.train.num_grid_samples, 8, 8, 1)
+    if not variant.endswith("smoke"):  # the protocol's 600 steps; the closed-form fits take one
+        assert cfg.train.num_steps == (1 if cfg.method in ("padim", "feature_knn") else 600)
+        assert cfg.features.input_size == 75  # the frozen Inception's smallest input
+
+
 def _trained_params():
     """TRAINED, each dependant and its base in one xdist group, the base first."""
     group = {n: f"smoke:{base}" for dep, _, base in DEPENDANTS for n in (dep, base)}

@@ -13,7 +13,8 @@ Trained on good images only, with anomalies it simulates itself:
   of the examples are left normal (M = 0), as in the official code. This generator
   shares no code with the benchmark's test defects (gen_jax/anomaly/benchmark.py).
 - The reconstructive network (an encoder-decoder without skips) maps I_a back to
-  I: loss L2 + (1 - SSIM) (gen_jax/anomaly/ssim.py).
+  I: loss L2 + (1 - SSIM) (gen_jax/anomaly/ssim.py; its 11 px window, or on images
+  smaller than that the largest odd window that fits, e.g. 7 px on 8x8 digits).
 - The discriminative network (a U-Net) sees the concatenation of the
   reconstruction and I_a and segments M: focal loss (gamma 2) on its two-class
   softmax. Gradients of the focal loss reach both networks, as in the official code.
@@ -57,6 +58,7 @@ from gen_jax.value_range import ValueRange
 ANOMALY_SOURCES = ("astronaut", "camera", "chelsea", "coffee", "coins", "ihc", "moon", "rocket",
                    "china", "flower")
 PERLIN_THRESHOLD = 0.5
+SSIM_WINDOW = 11  # px, the SSIM loss's Gaussian window (sigma 1.5); smaller images: ssim_window
 MAX_BETA = 0.8
 
 
@@ -187,6 +189,13 @@ def image_score(maps: jax.Array, window: int) -> jax.Array:
     return jnp.max(summed / (window * window), axis=(1, 2))
 
 
+def ssim_window(h: int, w: int) -> int:
+    """The SSIM loss's window on (h, w) images: :data:`SSIM_WINDOW`, or the largest odd
+    size that fits images smaller than that (SSIM takes only windows inside the image)."""
+    side = min(SSIM_WINDOW, h, w)
+    return side if side % 2 else side - 1
+
+
 # ----------------------------------------------------------------------------- networks
 
 def _norm(ch: int) -> nn.Module:
@@ -296,7 +305,7 @@ class DRAEM:
         rec, logits = self._forward(params, x_aug)
         lo, hi = self._range
         l2 = jnp.mean((rec - x) ** 2)
-        ssim_loss = 1.0 - jnp.mean(ssim(rec, x, hi - lo))
+        ssim_loss = 1.0 - jnp.mean(ssim(rec, x, hi - lo, window=ssim_window(*x.shape[1:3])))
         focal = focal_loss(logits, mask, self.config.draem.focal_gamma)
         terms = {"l2": l2, "ssim_loss": ssim_loss, "focal": focal, "mask_fraction": jnp.mean(mask)}
         return l2 + ssim_loss + focal, (terms, model_state)

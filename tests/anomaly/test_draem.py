@@ -149,3 +149,25 @@ def test_autoencoder_anomaly_map_adds_up_to_its_score():
     maps, scores = jax.jit(lambda s: (method.anomaly_map(s, x, None), method.anomaly_score(s, x)))(state)
     assert maps.shape == (3, 8, 8)
     np.testing.assert_allclose(maps.sum((1, 2)), scores, rtol=1e-5)
+
+
+def test_ssim_loss_fits_its_window_to_images_smaller_than_11_px():
+    """On 8x8 digits (the config's ``:digits`` variant) the SSIM term uses a 7 px window
+    (SSIM takes only windows inside the image; 11 px does not fit)."""
+    sizes = ((64, 64), (11, 30), (8, 8), (10, 12), (3, 5))
+    assert [draem.ssim_window(*s) for s in sizes] == [11, 11, 7, 9, 3]
+    cfg = load_config(f"{CONFIGS}/draem_brick.py:digits,smoke", **{"data.classes": (3,)})
+    method = registry.build(cfg, dataset_info(cfg.data))
+    assert method.info.shape == (8, 8, 1)
+    x = jnp.asarray(np.random.default_rng(3).random((4, 8, 8, 1)), jnp.float32)
+    state = jax.jit(method.init)(jax.random.key(0), {"x": x})
+    rng = jax.random.key(1)
+
+    @jax.jit
+    def parts(params):
+        _, (terms, _) = method.loss_fn(params, state.model_state, {"x": x}, rng, True)
+        rec = method.recon_net.apply({"params": params["recon"]}, method.simulate(rng, x)[0])
+        return terms["ssim_loss"], 1.0 - jnp.mean(ssim(rec, x, 1.0, 7))
+
+    got, want = parts(state.params)
+    assert np.isfinite(float(got)) and float(got) == pytest.approx(float(want), rel=1e-5)
