@@ -337,6 +337,11 @@ def init_variables(rng: jax.Array, shapes: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def labels_of(batch: dict) -> jax.Array:
+    """The batch's class labels; class 0 for every image of unlabelled data."""
+    return batch["y"] if "y" in batch else jnp.zeros(batch["x"].shape[:1], jnp.int32)
+
+
 def _check(key: str, value: Any, low: float, kind: type = int) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
     if not ok or (kind is int and not isinstance(value, int)):
@@ -346,7 +351,8 @@ def _check(key: str, value: Any, low: float, kind: type = int) -> None:
 class BigGAN:
     """The BigGAN Method (see gen_jax.registry.Method and the module docstring).
 
-    Batches: the runtime's batch of B labelled images is split into ``biggan.d_steps``
+    Batches: the runtime's batch of B labelled images (unlabelled ones are all class 0)
+    is split into ``biggan.d_steps``
     chunks, one per D update (each against B / d_steps fakes of uniform random classes);
     the G update then draws B / d_steps latents and uniform classes. Keys of a train step:
     ``split(rng, d_steps + 1)``, one per D update, the last for G.
@@ -355,10 +361,11 @@ class BigGAN:
     def __init__(self, config: ml_collections.ConfigDict, info: DataInfo):
         self.config, self.info = config, info
         m, b = config.model, config.biggan
-        if info.kind != "image" or not info.num_classes:
-            raise ConfigError(f"BigGAN is class-conditional on images; {info.name!r} is not "
-                              "labelled image data (use e.g. data.name='patches')")
-        self.num_classes = info.num_classes
+        if info.kind != "image":
+            raise ConfigError(f"BigGAN generates images; {info.name!r} is {info.kind} data "
+                              "(use e.g. data.name='patches')")
+        # unlabelled images (faces100) are one class: BigGAN unconditional
+        self.num_classes = info.num_classes or 1
         h, w, c = info.shape
         g_ch, d_ch, d_down = tuple(m.g_channels), tuple(m.d_channels), tuple(m.d_downsample)
         if h != w or h != 4 * 2 ** (len(g_ch) - 1):
@@ -494,7 +501,7 @@ class BigGAN:
     def train_step(self, state: GANState, batch: dict, rng: jax.Array):
         """``biggan.d_steps`` D updates on consecutive chunks of the batch (straight-line
         code: see GAN.train_step on XLA:CPU and loops), then one G update."""
-        x, y = batch["x"], batch["y"]
+        x, y = batch["x"], labels_of(batch)
         n = x.shape[0] // self.k
         keys = jax.random.split(rng, self.k + 1)
         d_metrics = []
@@ -509,7 +516,7 @@ class BigGAN:
     def eval_step(self, state: GANState, batch: dict, rng: jax.Array) -> dict:
         """Hinge D and G losses on a validation batch against the (EMA) generator's samples
         of the batch's classes (untruncated, standing statistics)."""
-        x, y = batch["x"], batch["y"]
+        x, y = batch["x"], labels_of(batch)
         n = x.shape[0]
         rz, rs = jax.random.split(rng)
         fake = self.generate(state, self.latents(rz, n), y, rs)

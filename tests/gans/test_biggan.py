@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -330,12 +331,31 @@ def test_config_errors_name_the_value():
     for overrides, match in (({"model.latent_dim": 7}, "model.latent_dim=7 must split"),
                              ({"biggan.truncation": -1.0}, "biggan.truncation=-1.0"),
                              ({"model.d_downsample": (True,)}, "one flag per entry"),
-                             ({"data.name": "faces100"}, "not labelled image data"),
+                             ({"data.name": "moons"}, "BigGAN generates images; 'moons'"),
                              ({"model.g_channels": (8, 8, 8)}, "makes 16px images"),
                              ({"model.attention_resolution": 8}, r"=8 must be 0 \(none\) or a size "
                               r"output by both a G block \[8\] and a D block \[4\]")):
         with pytest.raises(ConfigError, match=match):
             registry.build(load_config(f"{CONFIG}:smoke", **overrides))
+
+
+def test_unlabelled_images_train_as_one_class():
+    """faces100 has no labels: BigGAN trains on it as one class (every label 0), the same
+    updates as the batch given class 0 explicitly; samples are of that class."""
+    cfg = load_config(f"{CONFIG}:smoke", **{"data.name": "faces100"})
+    with cfg.unlocked():
+        cfg.data.image_size = 8  # the smoke networks' size
+    method = registry.build(cfg)
+    assert method.num_classes == 1 and method.info.num_classes is None
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 1)), jnp.float32)
+    state = method.init(jax.random.key(0), {"x": x})
+    step = jax.jit(method.train_step)
+    unlabelled = step(state, {"x": x}, jax.random.key(1))
+    chex.assert_trees_all_close(unlabelled, step(state, {"x": x, "y": jnp.zeros(16, jnp.int32)},
+                                                 jax.random.key(1)))
+    assert np.isfinite(float(unlabelled[1]["loss"]))
+    np.testing.assert_array_equal(method.class_labels(5), np.zeros(5))
+    assert method.sample(unlabelled[0], jax.random.key(2), 4).shape == (4, 8, 8, 1)
 
 
 def _pool2(a):
