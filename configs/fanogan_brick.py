@@ -76,8 +76,8 @@ def get_config(arg=None):
         config.train.num_steps = 600
         config.gan.d_steps = 4          # chunks of 16 of the batch of 64
         config.fanogan.gan_steps = 400
-    if opts.smoke:
-        smoke(config, **_SMOKE)
+    if opts.smoke:  # (digits: a batch that splits into its 4 critic chunks)
+        smoke(config, **{**_SMOKE, **({"data.batch_size": 8} if opts.digits else {})})
     return config
 
 

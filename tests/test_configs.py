@@ -152,7 +152,8 @@ def test_config_traces_every_program(name, tmp_path):
 # traces on one class of 8x8 digits: the feature methods whose tracing is quick with the
 # frozen Inception the table used (":digits"), the others with tiny networks (":digits,smoke";
 # about 10 s in all).
-ONE_CLASS_DIGITS = ([f"{name}_brick.py:digits,smoke" for name in ("ganomaly", "draem", "differnet")]
+ONE_CLASS_DIGITS = ([f"{name}_brick.py:digits,smoke"
+                     for name in ("ganomaly", "fanogan", "draem", "differnet")]
                     + [f"{name}_brick.py:digits" for name in ("padim", "feature_knn", "fastflow")])
 
 
