@@ -403,7 +403,7 @@ def _train_locked(run: Run, resume_step: int | None) -> Any:
             state, start = _init_state(run, example), 0
         if jax.process_index() == 0:
             write_atomic(workdir / "config.json", lambda p: p.write_text(config_to_json(config)))
-        state = _loop(run, state, start, iterator, ckpt)
+        state = _loop(run, state, start, iterator, ckpt, example)
     finally:
         ckpt.close()
     return state
@@ -497,10 +497,10 @@ class _Programs:
         return self.k
 
 
-def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer) -> Any:
+def _loop(run: Run, state: Any, start: int, iterator, ckpt: Checkpointer, example: dict) -> Any:
     config, t = run.config, run.config.train
     programs = _Programs(run)
-    programs.choose_form(state, _example_batch(run))
+    programs.choose_form(state, example)
     ckpt.expect_finite_like(state)
     writer = MetricWriter(run.workdir, t.num_steps, start)
     # (the step count after a call, the steps it ran, its metrics: scalars, or stacked per step)
