@@ -146,7 +146,9 @@ def runtime_step(config: ml_collections.ConfigDict) -> tuple[Any, Any, Any]:
     """
     method = registry.build(config, data_lib.dataset_info(config.data))
     mesh = parallel.make_mesh()
-    return method, parallel.jit_train_step(train_lib.guarded_step(method), mesh), mesh
+    # with the run's XLA options (runtime.cpu_conv_fusion), as the runtime compiles it
+    return method, parallel.jit_train_step(train_lib.guarded_step(method), mesh,
+                                           parallel.compiler_options(config)), mesh
 
 
 def runtime_init(method: Any, mesh: Any, rng: Any, batch: dict) -> Any:
