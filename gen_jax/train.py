@@ -452,7 +452,7 @@ class _Programs:
         ``state`` and one ``batch``: unrolled on CPU when the step has a convolution (XLA:CPU
         runs conv weight gradients inside a loop body 10-20x slower: the 8x8 conv VAE 5
         steps/s scanned, 104 unrolled, 82 one per call), else a scan (one copy of the step to
-        compile: the 2-D MLP VAE compiles 10 steps in 3 s scanned, 11.5 s unrolled;
+        compile: the 2-D MLP VAE compiles 10 steps in 3.1 s scanned, 13.1 s unrolled;
         experiments/results/bench_steps_per_call.md)."""
         if self.k == 1 or multi_step_choice(self.run.config) != "auto" or jax.default_backend() != "cpu":
             return
