@@ -12,8 +12,9 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import jax
 import ml_collections
 
+from gen_jax.config import precision_choice
 from gen_jax.errors import ConfigError
-from gen_jax.nn.precision import apply_policy, precision_of
+from gen_jax.nn.precision import apply_policy
 
 # Family packages whose import registers their Methods. A new family adds itself here.
 _FAMILY_MODULES = ("gen_jax.autoencoders", "gen_jax.classical", "gen_jax.autoregressive",
@@ -191,7 +192,7 @@ def build(config: ml_collections.ConfigDict, info: Any = None) -> Method:
         from gen_jax.data import dataset_info  # the runtime passes it; data imports no family
 
         info = dataset_info(config.data)
-    precision = precision_of(config)
+    precision = precision_choice(config)
     try:
         method = _FACTORIES[name](config, info)
     except (AttributeError, KeyError) as e:

@@ -52,24 +52,14 @@ from typing import Any, TypeVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from gen_jax.config import PRECISIONS, precision_choice
+from gen_jax.config import PRECISIONS
 from gen_jax.errors import ConfigError
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _FULL_PRECISION = "__gen_jax_full_precision__"
 
 T = TypeVar("T")
-
-
-def precision_of(config: ml_collections.ConfigDict) -> str:
-    """``config.runtime.precision``, checked ("float32" for a config written before the key).
-
-    Raises:
-      ConfigError: a value other than those of :data:`PRECISIONS`, in one line.
-    """
-    return precision_choice(config)
 
 
 def compute_dtype(precision: str) -> Any:
